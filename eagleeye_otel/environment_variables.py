@@ -1,0 +1,115 @@
+"""Environment variables read by Eagle Eye.
+
+Only :meth:`eagleeye_otel.settings.Settings.from_env` reads them; everything else takes settings as arguments.
+"""
+
+from typing import Final
+
+EAGLEEYE_NATS_URL: Final = "EAGLEEYE_NATS_URL"
+"""
+.. envvar:: EAGLEEYE_NATS_URL
+
+NATS server URL(s), comma-separated (``nats://host:4222``, ``tls://host:4222``). Unset: publishers use
+``nats://127.0.0.1:4222``, and ``eagle-eye up`` starts an embedded server there.
+"""
+
+EAGLEEYE_ROUTING_ENABLED: Final = "EAGLEEYE_ROUTING_ENABLED"
+"""
+.. envvar:: EAGLEEYE_ROUTING_ENABLED
+
+``false`` turns the vLLM plugin's NATS routing push off. Default ``true``.
+"""
+
+EAGLEEYE_ROUTING_SUBJECT: Final = "EAGLEEYE_ROUTING_SUBJECT"
+"""
+.. envvar:: EAGLEEYE_ROUTING_SUBJECT
+
+Subject the routing messages are published on. Default ``eagle_eye.routing_metrics``.
+"""
+
+EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT: Final = "EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT"
+"""
+.. envvar:: EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT
+
+Subject on which publishers answer a router's request for their current state. Default
+``eagle_eye.routing_snapshot``.
+"""
+
+EAGLEEYE_INSTANCE_ID: Final = "EAGLEEYE_INSTANCE_ID"
+"""
+.. envvar:: EAGLEEYE_INSTANCE_ID
+
+Identifier of this serving instance in routing messages. Default: the pod name (``POD_NAME`` or ``HOSTNAME``)
+followed by the process id.
+"""
+
+EAGLEEYE_INSTANCE_ENDPOINT: Final = "EAGLEEYE_INSTANCE_ENDPOINT"
+"""
+.. envvar:: EAGLEEYE_INSTANCE_ENDPOINT
+
+Optional URL where routers send this instance's requests (``http://10.0.0.7:8000``); copied into every message.
+"""
+
+EAGLEEYE_HEARTBEAT_INTERVAL: Final = "EAGLEEYE_HEARTBEAT_INTERVAL"
+"""
+.. envvar:: EAGLEEYE_HEARTBEAT_INTERVAL
+
+Seconds between heartbeats while an engine is idle. Default 1.0; must be in (0, 60].
+"""
+
+EAGLEEYE_NATS_TOKEN: Final = "EAGLEEYE_NATS_TOKEN"
+"""
+.. envvar:: EAGLEEYE_NATS_TOKEN
+
+NATS token authentication.
+"""
+
+EAGLEEYE_NATS_USER: Final = "EAGLEEYE_NATS_USER"
+"""
+.. envvar:: EAGLEEYE_NATS_USER
+
+NATS user name; needs :envvar:`EAGLEEYE_NATS_PASSWORD`.
+"""
+
+EAGLEEYE_NATS_PASSWORD: Final = "EAGLEEYE_NATS_PASSWORD"
+"""
+.. envvar:: EAGLEEYE_NATS_PASSWORD
+
+NATS password; needs :envvar:`EAGLEEYE_NATS_USER`.
+"""
+
+EAGLEEYE_NATS_CREDS: Final = "EAGLEEYE_NATS_CREDS"
+"""
+.. envvar:: EAGLEEYE_NATS_CREDS
+
+Path of a NATS credentials file (JWT and NKey seed).
+"""
+
+EAGLEEYE_NATS_TLS_CA: Final = "EAGLEEYE_NATS_TLS_CA"
+"""
+.. envvar:: EAGLEEYE_NATS_TLS_CA
+
+CA bundle that verifies the NATS server; setting it turns TLS on.
+"""
+
+EAGLEEYE_NATS_TLS_CERT: Final = "EAGLEEYE_NATS_TLS_CERT"
+"""
+.. envvar:: EAGLEEYE_NATS_TLS_CERT
+
+Client certificate for mutual TLS; needs :envvar:`EAGLEEYE_NATS_TLS_KEY`.
+"""
+
+EAGLEEYE_NATS_TLS_KEY: Final = "EAGLEEYE_NATS_TLS_KEY"
+"""
+.. envvar:: EAGLEEYE_NATS_TLS_KEY
+
+Private key of :envvar:`EAGLEEYE_NATS_TLS_CERT`.
+"""
+
+EAGLEEYE_NATS_SERVER_BIN: Final = "EAGLEEYE_NATS_SERVER_BIN"
+"""
+.. envvar:: EAGLEEYE_NATS_SERVER_BIN
+
+Path of the ``nats-server`` binary used by the embedded server. Default: the one the ``nats-server-bin``
+package installs beside the Python interpreter, else ``nats-server`` on ``PATH``.
+"""

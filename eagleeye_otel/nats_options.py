@@ -1,0 +1,74 @@
+"""Turn :class:`~eagleeye_otel.settings.NatsSettings` into ``nats.connect()`` keyword arguments.
+
+Publishers inside vLLM and services share the authentication and TLS handling; they differ only in how they
+treat an unreachable server (see ``background``).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.settings import NatsSettings
+
+__all__ = ["connect_options", "rate_limited_error_callback"]
+
+_PENDING_BYTES = 256 * 1024
+"""Outbound buffer: stale load data has no value, so keep it small and drop rather than queue."""
+
+
+def connect_options(settings: NatsSettings, *, name: str, background: bool) -> dict[str, Any]:
+    """Keyword arguments for ``nats.aio.client.Client.connect``.
+
+    Args:
+        settings: servers, credentials and TLS files.
+        name: the client name shown in NATS monitoring.
+        background: ``True`` for a connection made off the caller's path that must keep trying forever
+            (publishers); ``False`` for a caller that wants a prompt error when no server answers (routers, CLI).
+    """
+    options: dict[str, Any] = {
+        "servers": list(settings.urls),
+        "name": name,
+        "connect_timeout": 2,
+        "allow_reconnect": True,
+        "reconnect_time_wait": 0.5 if background else 1.0,
+        "max_reconnect_attempts": -1 if background else 3,
+        "ping_interval": 10,
+        "max_outstanding_pings": 3,
+    }
+    if background:
+        options["pending_size"] = _PENDING_BYTES
+        options["flush_timeout"] = 0.5
+    if settings.token is not None:
+        options["token"] = settings.token
+    if settings.user is not None:
+        options["user"] = settings.user
+        options["password"] = settings.password
+    if settings.creds_file is not None:
+        options["user_credentials"] = str(settings.creds_file)
+    if settings.tls:
+        options["tls"] = _tls_context(settings)
+    return options
+
+
+def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return context
+
+
+def rate_limited_error_callback(logger: logging.Logger) -> Callable[[Exception], Awaitable[None]]:
+    """An ``error_cb`` that logs at most one error every 30 s.
+
+    nats-py calls ``error_cb`` on every failed reconnect attempt; without a limit an outage floods the log.
+    """
+    limiter = LogLimiter(logger, every_s=30.0)
+
+    async def error_cb(error: Exception) -> None:
+        limiter.warning("NATS: %s", str(error) or type(error).__name__)
+
+    return error_cb

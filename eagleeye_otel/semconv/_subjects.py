@@ -1,0 +1,18 @@
+"""NATS subjects and message versions (contracts in ARCHITECTURE.md)."""
+
+from typing import Final
+
+DEFAULT_ROUTING_SUBJECT: Final = "eagle_eye.routing_metrics"
+"""Routing message v1, one per engine step plus idle heartbeats."""
+
+DEFAULT_ROUTING_SNAPSHOT_SUBJECT: Final = "eagle_eye.routing_snapshot"
+"""A router publishes here (with a reply subject) to get every publisher's current state at once."""
+
+DEFAULT_HARDWARE_SUBJECT_PREFIX: Final = "eagle_eye.hardware"
+"""Hardware telemetry, ``<prefix>.<node>``, OTLP protobuf."""
+
+DEFAULT_DIAGNOSIS_SUBJECT_PREFIX: Final = "eagle_eye.diagnosis"
+"""Diagnosis findings, ``<prefix>.<node>``, JSON."""
+
+ROUTING_MESSAGE_VERSION: Final = 1
+"""The ``version`` field of the routing messages this package writes and reads."""

@@ -1,0 +1,225 @@
+"""Eagle Eye's settings, read once from the environment and validated.
+
+:meth:`Settings.from_env` is the only code in Eagle Eye that reads ``os.environ``. A bad value raises
+:class:`~eagleeye_otel.errors.ConfigError` naming the variable, so a service stops at start and vLLM's plugin can
+log one clear error and stay out of the way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from eagleeye_otel import environment_variables as ev
+from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.semconv import DEFAULT_ROUTING_SNAPSHOT_SUBJECT, DEFAULT_ROUTING_SUBJECT
+
+__all__ = ["DEFAULT_NATS_URL", "NatsSettings", "RoutingSettings", "Settings", "default_instance_id"]
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+"""Where publishers look for NATS when :envvar:`EAGLEEYE_NATS_URL` is unset: the port ``eagle-eye up`` uses."""
+
+_NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
+_SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+_MAX_HEARTBEAT_S = 60.0
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """How to reach and authenticate to NATS.
+
+    ``servers`` empty means that no URL was configured; :attr:`urls` then falls back to :data:`DEFAULT_NATS_URL`.
+    """
+
+    servers: tuple[str, ...] = ()
+    token: str | None = field(default=None, repr=False)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    creds_file: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The servers to connect to."""
+        return self.servers or (DEFAULT_NATS_URL,)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection must use TLS."""
+        return self.tls_ca is not None or self.tls_cert is not None or any(
+            urlsplit(s).scheme in ("tls", "wss") for s in self.servers
+        )
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    """What the routing publisher sends, where, and how often when idle."""
+
+    enabled: bool = True
+    subject: str = DEFAULT_ROUTING_SUBJECT
+    snapshot_subject: str = DEFAULT_ROUTING_SNAPSHOT_SUBJECT
+    instance_id: str = field(default_factory=lambda: default_instance_id())
+    endpoint: str | None = None
+    heartbeat_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Eagle Eye reads from its environment."""
+
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the settings.
+
+        Args:
+            environ: the variables to read; defaults to ``os.environ``.
+
+        Raises:
+            ConfigError: a variable has a value that cannot be used; the error names it.
+        """
+        env = _Env(os.environ if environ is None else environ)
+        nats = NatsSettings(
+            servers=_servers(env.get(ev.EAGLEEYE_NATS_URL)),
+            token=env.get(ev.EAGLEEYE_NATS_TOKEN),
+            user=env.get(ev.EAGLEEYE_NATS_USER),
+            password=env.get(ev.EAGLEEYE_NATS_PASSWORD),
+            creds_file=env.path(ev.EAGLEEYE_NATS_CREDS),
+            tls_ca=env.path(ev.EAGLEEYE_NATS_TLS_CA),
+            tls_cert=env.path(ev.EAGLEEYE_NATS_TLS_CERT),
+            tls_key=env.path(ev.EAGLEEYE_NATS_TLS_KEY),
+        )
+        _check_pairs(nats)
+        routing = RoutingSettings(
+            enabled=_flag(ev.EAGLEEYE_ROUTING_ENABLED, env.get(ev.EAGLEEYE_ROUTING_ENABLED), default=True),
+            subject=_subject(ev.EAGLEEYE_ROUTING_SUBJECT, env.get(ev.EAGLEEYE_ROUTING_SUBJECT), DEFAULT_ROUTING_SUBJECT),
+            snapshot_subject=_subject(
+                ev.EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT,
+                env.get(ev.EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT),
+                DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
+            ),
+            instance_id=env.get(ev.EAGLEEYE_INSTANCE_ID) or default_instance_id(env.raw),
+            endpoint=_endpoint(env.get(ev.EAGLEEYE_INSTANCE_ENDPOINT)),
+            heartbeat_interval=_heartbeat(env.get(ev.EAGLEEYE_HEARTBEAT_INTERVAL)),
+        )
+        if routing.subject == routing.snapshot_subject:
+            raise ConfigError(
+                ev.EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT, routing.snapshot_subject, "must differ from the routing subject"
+            )
+        return cls(nats=nats, routing=routing)
+
+
+def default_instance_id(environ: Mapping[str, str] | None = None) -> str:
+    """A routing instance id unique per process and stable for the life of a pod: ``<pod>-<pid>``."""
+    env = os.environ if environ is None else environ
+    host = env.get("POD_NAME") or env.get("HOSTNAME") or socket.gethostname()
+    return f"{host}-{os.getpid()}"
+
+
+class _Env:
+    """Reads stripped, non-empty values; empty counts as unset, as in the OTel SDK."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+
+    def get(self, name: str) -> str | None:
+        value = self.raw.get(name, "").strip()
+        return value or None
+
+    def path(self, name: str) -> Path | None:
+        value = self.get(name)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(name, value, "no such file")
+        return path
+
+
+def _servers(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    servers = tuple(part.strip() for part in value.split(",") if part.strip())
+    for server in servers:
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        if parts.scheme not in _NATS_SCHEMES:
+            raise ConfigError(ev.EAGLEEYE_NATS_URL, value, f"scheme of {server!r} must be one of nats, tls, ws, wss")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(ev.EAGLEEYE_NATS_URL, value, f"bad port in {server!r}") from None
+        if not parts.hostname or port == 0:
+            raise ConfigError(ev.EAGLEEYE_NATS_URL, value, f"{server!r} is not host[:port]")
+    return tuple(s if "://" in s else f"nats://{s}" for s in servers)
+
+
+def _check_pairs(nats: NatsSettings) -> None:
+    if (nats.user is None) != (nats.password is None):
+        raise ConfigError(
+            ev.EAGLEEYE_NATS_PASSWORD if nats.user else ev.EAGLEEYE_NATS_USER,
+            "<unset>",
+            "user and password must be given together",
+        )
+    if (nats.tls_cert is None) != (nats.tls_key is None):
+        raise ConfigError(
+            ev.EAGLEEYE_NATS_TLS_KEY if nats.tls_cert else ev.EAGLEEYE_NATS_TLS_CERT,
+            "<unset>",
+            "client certificate and key must be given together",
+        )
+    methods = [m for m in (nats.token, nats.user, nats.creds_file) if m is not None]
+    if len(methods) > 1:
+        raise ConfigError(
+            ev.EAGLEEYE_NATS_TOKEN if nats.token else ev.EAGLEEYE_NATS_CREDS,
+            "<set>",
+            "choose one of token, user/password or a credentials file",
+        )
+
+
+def _subject(name: str, value: str | None, default: str) -> str:
+    if value is None:
+        return default
+    tokens = value.split(".")
+    if not all(_SUBJECT_TOKEN.match(t) for t in tokens):
+        raise ConfigError(name, value, "a subject is dot-separated tokens of letters, digits, '-' and '_'")
+    return value
+
+
+def _endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(ev.EAGLEEYE_INSTANCE_ENDPOINT, value, "must be an http(s)://host[:port] URL")
+    return value
+
+
+def _flag(name: str, value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, value, "must be true or false")
+
+
+def _heartbeat(value: str | None) -> float:
+    if value is None:
+        return 1.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(ev.EAGLEEYE_HEARTBEAT_INTERVAL, value, "must be a number of seconds") from None
+    if not 0 < seconds <= _MAX_HEARTBEAT_S:
+        raise ConfigError(ev.EAGLEEYE_HEARTBEAT_INTERVAL, value, f"must be in (0, {_MAX_HEARTBEAT_S:g}] seconds")
+    return seconds

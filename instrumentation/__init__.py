@@ -1,0 +1,1 @@
+"""Instrumentations shipped with Eagle Eye."""

@@ -1,0 +1,73 @@
+"""The vLLM stat-logger plugin (entry point ``vllm.stat_logger_plugins:eagle_eye``).
+
+vLLM calls :meth:`EagleEyeStatLogger.record` on its API server's event loop after every engine step, so the
+method does in-memory work only and never raises: a failure is counted and logged at most once a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from vllm.config import VllmConfig
+from vllm.v1.metrics.loggers import StatLoggerBase
+
+from eagleeye_otel.instrumentation.vllm._routing_recorder import RoutingRecorder
+from eagleeye_otel.instrumentation.vllm._runtime import plugin_runtime
+from eagleeye_otel.log_limiter import LogLimiter
+
+__all__ = ["EagleEyeStatLogger", "served_model_name"]
+
+_logger = logging.getLogger(__name__)
+
+
+def served_model_name(vllm_config: VllmConfig) -> str:
+    """The model name clients ask for: ``--served-model-name`` if given, else the model path."""
+    model_config = vllm_config.model_config
+    name = getattr(model_config, "served_model_name", None) or model_config.model
+    if isinstance(name, (list, tuple)):
+        name = name[0]
+    return str(name)
+
+
+class EagleEyeStatLogger(StatLoggerBase):
+    """Publishes each engine step's load to NATS for routers.
+
+    vLLM builds one instance per data-parallel engine, in the API-server process only.
+
+    Args:
+        vllm_config: the engine's configuration (model name).
+        engine_index: the data-parallel engine this logger receives stats for.
+    """
+
+    def __init__(self, vllm_config: VllmConfig, engine_index: int = 0) -> None:
+        self.engine_index = engine_index
+        self._failures = LogLimiter(_logger)
+        self._routing: RoutingRecorder | None = None
+        runtime = plugin_runtime()
+        if runtime is None or runtime.publisher is None:
+            return
+        self._routing = RoutingRecorder(
+            runtime.publisher,
+            instance=runtime.settings.routing.instance_id,
+            model=served_model_name(vllm_config),
+            engine=engine_index,
+            started=runtime.started,
+            endpoint=runtime.settings.routing.endpoint,
+        )
+
+    def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
+        """Take one step's stats. Extra arguments (``mm_cache_stats``, ``engine_idx``) vary by vLLM version."""
+        try:
+            if self._routing is not None:
+                self._routing.record(scheduler_stats, iteration_stats)
+        except Exception:
+            self._failures.warning("Eagle Eye failed to record engine %d stats", self.engine_index, exc_info=True)
+
+    def log_engine_initialized(self) -> None:
+        """Announce the idle engine to routers before its first request."""
+        try:
+            if self._routing is not None:
+                self._routing.announce()
+        except Exception:
+            self._failures.warning("Eagle Eye failed to announce engine %d", self.engine_index, exc_info=True)

@@ -1,0 +1,1 @@
+"""Receivers (telemetry sources) shipped with Eagle Eye."""

