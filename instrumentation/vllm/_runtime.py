@@ -14,6 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from opentelemetry import metrics
+
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.settings import Settings
@@ -32,6 +34,8 @@ class PluginRuntime:
     """``None`` when the routing push is turned off."""
     started: float
     """Unix time this runtime was created."""
+    meter_provider: metrics.MeterProvider
+    """Where the plugin's OTel instruments live."""
 
 
 _lock = threading.Lock()
@@ -71,4 +75,6 @@ def _create() -> PluginRuntime | None:
             ",".join(settings.nats.urls),
             settings.routing.subject,
         )
-    return PluginRuntime(settings=settings, publisher=publisher, started=time.time())
+    return PluginRuntime(
+        settings=settings, publisher=publisher, started=time.time(), meter_provider=metrics.get_meter_provider()
+    )
