@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -18,3 +19,17 @@ def nats_server() -> Iterator[EmbeddedNatsServer]:
         yield server
     finally:
         server.stop()
+
+
+async def _eventually(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[None]]:
+    """``await eventually(predicate, timeout=10)``: poll until true, else fail the test."""
+    return _eventually
