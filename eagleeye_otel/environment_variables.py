@@ -35,6 +35,14 @@ Subject on which publishers answer a router's request for their current state. D
 ``eagle_eye.routing_snapshot``.
 """
 
+EAGLEEYE_METRICS_SUBJECT: Final = "EAGLEEYE_METRICS_SUBJECT"
+"""
+.. envvar:: EAGLEEYE_METRICS_SUBJECT
+
+Subject the ``eagle_eye_nats`` metric exporter (``OTEL_METRICS_EXPORTER=eagle_eye_nats``) publishes OTLP metrics
+on. Default ``eagle_eye.metrics``; must differ from :envvar:`EAGLEEYE_ROUTING_SUBJECT`.
+"""
+
 EAGLEEYE_INSTANCE_ID: Final = "EAGLEEYE_INSTANCE_ID"
 """
 .. envvar:: EAGLEEYE_INSTANCE_ID

@@ -82,7 +82,7 @@ class EmbeddedNatsServer:
         self._extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
         # A file, not a pipe: nobody reads the server's log while it runs, and a full pipe would stall it.
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server object
 
     @property
     def url(self) -> str:

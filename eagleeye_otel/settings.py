@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from eagleeye_otel import environment_variables as ev
 from eagleeye_otel.errors import ConfigError
-from eagleeye_otel.semconv import DEFAULT_ROUTING_SNAPSHOT_SUBJECT, DEFAULT_ROUTING_SUBJECT
+from eagleeye_otel.semconv import DEFAULT_METRICS_SUBJECT, DEFAULT_ROUTING_SNAPSHOT_SUBJECT, DEFAULT_ROUTING_SUBJECT
 
-__all__ = ["DEFAULT_NATS_URL", "NatsSettings", "RoutingSettings", "Settings", "default_instance_id"]
+__all__ = ["DEFAULT_NATS_URL", "MetricsSettings", "NatsSettings", "RoutingSettings", "Settings", "default_instance_id"]
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 """Where publishers look for NATS when :envvar:`EAGLEEYE_NATS_URL` is unset: the port ``eagle-eye up`` uses."""
@@ -53,8 +53,10 @@ class NatsSettings:
     @property
     def tls(self) -> bool:
         """Whether the connection must use TLS."""
-        return self.tls_ca is not None or self.tls_cert is not None or any(
-            urlsplit(s).scheme in ("tls", "wss") for s in self.servers
+        return (
+            self.tls_ca is not None
+            or self.tls_cert is not None
+            or any(urlsplit(s).scheme in ("tls", "wss") for s in self.servers)
         )
 
 
@@ -65,9 +67,16 @@ class RoutingSettings:
     enabled: bool = True
     subject: str = DEFAULT_ROUTING_SUBJECT
     snapshot_subject: str = DEFAULT_ROUTING_SNAPSHOT_SUBJECT
-    instance_id: str = field(default_factory=lambda: default_instance_id())
+    instance_id: str = field(default_factory=default_instance_id)
     endpoint: str | None = None
     heartbeat_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Where the NATS metric exporter (entry point ``eagle_eye_nats``) publishes."""
+
+    subject: str = DEFAULT_METRICS_SUBJECT
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class Settings:
 
     nats: NatsSettings = field(default_factory=NatsSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -101,7 +111,9 @@ class Settings:
         _check_pairs(nats)
         routing = RoutingSettings(
             enabled=_flag(ev.EAGLEEYE_ROUTING_ENABLED, env.get(ev.EAGLEEYE_ROUTING_ENABLED), default=True),
-            subject=_subject(ev.EAGLEEYE_ROUTING_SUBJECT, env.get(ev.EAGLEEYE_ROUTING_SUBJECT), DEFAULT_ROUTING_SUBJECT),
+            subject=_subject(
+                ev.EAGLEEYE_ROUTING_SUBJECT, env.get(ev.EAGLEEYE_ROUTING_SUBJECT), DEFAULT_ROUTING_SUBJECT
+            ),
             snapshot_subject=_subject(
                 ev.EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT,
                 env.get(ev.EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT),
@@ -113,9 +125,17 @@ class Settings:
         )
         if routing.subject == routing.snapshot_subject:
             raise ConfigError(
-                ev.EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT, routing.snapshot_subject, "must differ from the routing subject"
+                ev.EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT,
+                routing.snapshot_subject,
+                "must differ from the routing subject",
             )
-        return cls(nats=nats, routing=routing)
+        metrics = MetricsSettings(
+            subject=_subject(ev.EAGLEEYE_METRICS_SUBJECT, env.get(ev.EAGLEEYE_METRICS_SUBJECT), DEFAULT_METRICS_SUBJECT)
+        )
+        if metrics.subject == routing.subject:
+            # Routers decode every message on the routing subject as JSON; OTLP protobuf there would break them.
+            raise ConfigError(ev.EAGLEEYE_METRICS_SUBJECT, metrics.subject, "must differ from the routing subject")
+        return cls(nats=nats, routing=routing, metrics=metrics)
 
 
 def default_instance_id(environ: Mapping[str, str] | None = None) -> str:

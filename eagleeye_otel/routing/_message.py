@@ -32,10 +32,12 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     model: Annotated[str, _NAME, Meta(description="Served model name.")]
     engine: Annotated[int, Meta(ge=0, description="Data-parallel engine index inside the instance.")]
     timestamp: Annotated[
-        float, Meta(gt=0, description="Unix time in seconds of the engine step (of sending, for a heartbeat).")
+        float,
+        Meta(gt=0, description="Unix time in seconds of the engine step (of sending, for a heartbeat)."),
     ]
     seq: Annotated[
-        int, Meta(ge=0, description="Strictly increasing per (instance, engine) while `started` stays the same.")
+        int,
+        Meta(ge=0, description="Strictly increasing per (instance, engine) while `started` stays the same."),
     ]
     num_requests_waiting: Annotated[
         int, Meta(ge=0, description="Requests queued, including those deferred by transient constraints.")

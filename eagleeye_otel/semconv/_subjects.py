@@ -8,6 +8,9 @@ DEFAULT_ROUTING_SUBJECT: Final = "eagle_eye.routing_metrics"
 DEFAULT_ROUTING_SNAPSHOT_SUBJECT: Final = "eagle_eye.routing_snapshot"
 """A router publishes here (with a reply subject) to get every publisher's current state at once."""
 
+DEFAULT_METRICS_SUBJECT: Final = "eagle_eye.metrics"
+"""The NATS metric exporter's OTLP ``ExportMetricsServiceRequest`` messages (protobuf unless configured as JSON)."""
+
 DEFAULT_HARDWARE_SUBJECT_PREFIX: Final = "eagle_eye.hardware"
 """Hardware telemetry, ``<prefix>.<node>``, OTLP protobuf."""
 

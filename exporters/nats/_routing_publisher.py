@@ -10,6 +10,7 @@ nothing queues up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -108,7 +109,7 @@ class RoutingPublisher:
         latest[message.engine] = message
         if not self._wake_pending and self._wake is not None:
             self._wake_pending = True
-            try:
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per call on vLLM's loop
                 loop.call_soon_threadsafe(self._wake.set)
             except RuntimeError:  # the loop closed under us: stop() ran on another thread
                 pass
@@ -225,10 +226,8 @@ class RoutingPublisher:
     async def _publish_forever(self, wake: asyncio.Event) -> None:
         interval = self._routing.heartbeat_interval
         while True:
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._next_heartbeat_in(interval))
-            except asyncio.TimeoutError:
-                pass
             wake.clear()
             # Clear the flag before reading the slots: an offer that lands after this line wakes us again.
             self._wake_pending = False

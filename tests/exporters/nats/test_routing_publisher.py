@@ -1,0 +1,260 @@
+"""The routing publisher against a real nats-server: content, coalescing, heartbeats, outages and auth."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import msgspec
+import nats
+import pytest
+from eagleeye_otel.exporters.nats import RoutingPublisher
+from nats.aio.msg import Msg
+
+from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
+from eagleeye_otel.routing import RoutingMessage
+from eagleeye_otel.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+SUBJECT = "eagle_eye.routing_metrics"
+_decode = msgspec.json.Decoder(RoutingMessage).decode
+
+
+def step(engine: int = 0, *, waiting: int = 0, running: int = 1, kv: float = 0.25) -> RoutingMessage:
+    return RoutingMessage(
+        version=1,
+        instance="pod-a",
+        model="tiny",
+        engine=engine,
+        timestamp=time.time(),
+        seq=0,
+        num_requests_waiting=waiting,
+        num_requests_running=running,
+        kv_cache_usage=kv,
+        started=1_700_000_000.0,
+    )
+
+
+class Received:
+    """Routing messages seen by a plain nats-py subscriber."""
+
+    def __init__(self) -> None:
+        self.messages: list[RoutingMessage] = []
+
+    async def on_message(self, msg: Msg) -> None:
+        self.messages.append(_decode(msg.data))
+
+    def steps(self) -> list[RoutingMessage]:
+        return [m for m in self.messages if not m.heartbeat]
+
+    def heartbeats(self) -> list[RoutingMessage]:
+        return [m for m in self.messages if m.heartbeat]
+
+
+async def subscribe(url: str, **options: str) -> tuple[nats.aio.client.Client, Received]:
+    """A router stand-in subscribed (and flushed, so the server knows) before the test publishes."""
+    sink = Received()
+    nc = await nats.connect(url, **options)
+    await nc.subscribe(SUBJECT, cb=sink.on_message)
+    await nc.flush()
+    return nc, sink
+
+
+def make_publisher(url: str, **env: str) -> RoutingPublisher:
+    settings = Settings.from_env({"EAGLEEYE_NATS_URL": url, "EAGLEEYE_HEARTBEAT_INTERVAL": "0.2", **env})
+    return RoutingPublisher(nats_settings=settings.nats, routing=settings.routing, client_name="test-publisher")
+
+
+@pytest.fixture
+def publisher(nats_server: EmbeddedNatsServer) -> Iterator[RoutingPublisher]:
+    pub = make_publisher(nats_server.url)
+    pub.start()
+    yield pub
+    pub.stop()
+
+
+@pytest.fixture
+async def received(nats_server: EmbeddedNatsServer) -> AsyncIterator[Received]:
+    nc, sink = await subscribe(nats_server.url)
+    yield sink
+    await nc.close()
+
+
+async def test_step_message_carries_the_offered_state(publisher, received, eventually) -> None:
+    await eventually(lambda: publisher.stats.connected)
+    publisher.offer(step(waiting=3, running=7, kv=0.5))
+
+    await eventually(lambda: len(received.steps()) == 1)
+    message = received.steps()[0]
+    assert (message.instance, message.model, message.engine) == ("pod-a", "tiny", 0)
+    assert (message.num_requests_waiting, message.num_requests_running, message.kv_cache_usage) == (3, 7, 0.5)
+    assert message.seq == 1
+    assert message.heartbeat is False
+
+
+async def test_engines_have_their_own_sequence(publisher, received, eventually) -> None:
+    await eventually(lambda: publisher.stats.connected)
+    for engine in (0, 1, 0, 1):
+        publisher.offer(step(engine))
+        await eventually(lambda: publisher.stats.offered == publisher.stats.published)
+
+    await eventually(lambda: len(received.steps()) == 4)
+    by_engine = {e: [m.seq for m in received.steps() if m.engine == e] for e in (0, 1)}
+    assert by_engine == {0: [1, 2], 1: [1, 2]}
+
+
+async def test_a_burst_is_coalesced_and_the_newest_state_wins(publisher, received, eventually) -> None:
+    await eventually(lambda: publisher.stats.connected)
+    burst = 5000
+
+    def engine_loop() -> None:
+        # Like vLLM's event loop: offers back to back without yielding.
+        for i in range(burst):
+            publisher.offer(step(waiting=i))
+
+    thread = threading.Thread(target=engine_loop)
+    thread.start()
+    thread.join()
+
+    await eventually(lambda: received.steps() and received.steps()[-1].num_requests_waiting == burst - 1)
+    stats = publisher.stats
+    assert stats.offered == burst
+    assert stats.published == len(received.steps())
+    assert stats.published + stats.coalesced + stats.dropped == burst
+    seqs = [m.seq for m in received.messages]
+    assert seqs == sorted(set(seqs)), "seq must be strictly increasing"
+
+
+async def test_heartbeats_repeat_the_last_state_while_idle(publisher, received, eventually) -> None:
+    await eventually(lambda: publisher.stats.connected)
+    publisher.offer(step(waiting=0, running=0, kv=0.0))
+
+    await eventually(lambda: len(received.heartbeats()) >= 3, timeout=5)
+    last_step = received.steps()[-1]
+    for beat in received.heartbeats():
+        assert beat.num_requests_running == last_step.num_requests_running
+        assert beat.kv_cache_usage == last_step.kv_cache_usage
+        assert beat.timestamp >= last_step.timestamp
+    seqs = [m.seq for m in received.messages]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_no_heartbeat_before_the_first_step(publisher, received) -> None:
+    await asyncio.sleep(0.6)  # three heartbeat intervals
+    assert received.messages == []
+
+
+async def test_start_with_no_server_never_blocks_and_recovers(eventually) -> None:
+    port = free_port()
+    publisher = make_publisher(f"nats://127.0.0.1:{port}")
+    publisher.start()
+    try:
+        for i in range(100):
+            publisher.offer(step(waiting=i))
+        assert publisher.stats.offered == 100
+        assert publisher.stats.connected is False
+        await eventually(lambda: publisher.stats.dropped > 0)
+        assert publisher.stats.published == 0
+
+        with EmbeddedNatsServer(port=port) as server:
+            nc, sink = await subscribe(server.url)
+            await eventually(lambda: publisher.stats.connected, timeout=15)
+            # The state offered during the outage arrives without a new step.
+            await eventually(lambda: any(m.num_requests_waiting == 99 for m in sink.messages))
+            await nc.close()
+    finally:
+        publisher.stop()
+
+
+async def test_reconnects_after_the_server_restarts(nats_server, publisher, eventually) -> None:
+    await eventually(lambda: publisher.stats.connected)
+    publisher.offer(step(waiting=1))
+    await eventually(lambda: publisher.stats.published == 1)
+
+    nats_server.stop()
+    await eventually(lambda: not publisher.stats.connected)
+    publisher.offer(step(waiting=2))
+    await eventually(lambda: publisher.stats.dropped == 1)
+
+    nats_server.start()
+    nc, sink = await subscribe(nats_server.url)
+    await eventually(lambda: publisher.stats.connected, timeout=15)
+    await eventually(lambda: any(m.num_requests_waiting == 2 for m in sink.messages))
+    publisher.offer(step(waiting=3))
+    await eventually(lambda: any(m.num_requests_waiting == 3 and not m.heartbeat for m in sink.messages))
+    await nc.close()
+
+
+async def test_snapshot_request_returns_the_last_sent_state(publisher, nats_server, eventually) -> None:
+    await eventually(lambda: publisher.stats.connected)
+    publisher.offer(step(0, waiting=4))
+    publisher.offer(step(1, waiting=5))
+    await eventually(lambda: publisher.stats.published == 2)
+
+    nc = await nats.connect(nats_server.url)
+    replies = Received()
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox, cb=replies.on_message)
+    await nc.publish("eagle_eye.routing_snapshot", b"", reply=inbox)
+    await eventually(lambda: len(replies.messages) == 2)
+    assert {(m.engine, m.num_requests_waiting) for m in replies.messages} == {(0, 4), (1, 5)}
+    await nc.close()
+
+
+async def test_offers_after_stop_are_ignored(publisher) -> None:
+    publisher.stop()
+    publisher.offer(step())
+    assert publisher.stats.offered == 0
+
+
+@pytest.fixture
+def auth_server() -> Iterator[EmbeddedNatsServer]:
+    with EmbeddedNatsServer(extra_args=["--user", "router", "--pass", "s3cret"]) as server:
+        yield server
+
+
+async def test_user_password_auth(auth_server, eventually) -> None:
+    publisher = make_publisher(auth_server.url, EAGLEEYE_NATS_USER="router", EAGLEEYE_NATS_PASSWORD="s3cret")
+    publisher.start()
+    try:
+        nc, sink = await subscribe(auth_server.url, user="router", password="s3cret")
+        await eventually(lambda: publisher.stats.connected)
+        publisher.offer(step(waiting=9))
+        await eventually(lambda: len(sink.steps()) == 1)
+        await nc.close()
+    finally:
+        publisher.stop()
+
+
+async def test_wrong_password_is_refused_and_nothing_is_sent(auth_server, caplog) -> None:
+    publisher = make_publisher(auth_server.url, EAGLEEYE_NATS_USER="router", EAGLEEYE_NATS_PASSWORD="wrong")
+    publisher.start()
+    try:
+        nc, sink = await subscribe(auth_server.url, user="router", password="s3cret")
+        publisher.offer(step())
+        await asyncio.sleep(1.0)
+        assert publisher.stats.connected is False
+        assert publisher.stats.published == 0
+        assert sink.messages == []
+        assert "authorization" in caplog.text.lower()
+        assert "wrong" not in caplog.text, "secrets must never be logged"
+        await nc.close()
+    finally:
+        publisher.stop()
+
+
+async def test_token_auth(eventually) -> None:
+    with EmbeddedNatsServer(extra_args=["--auth", "t0ken"]) as server:
+        publisher = make_publisher(server.url, EAGLEEYE_NATS_TOKEN="t0ken")
+        publisher.start()
+        try:
+            nc, sink = await subscribe(server.url, token="t0ken")
+            await eventually(lambda: publisher.stats.connected)
+            publisher.offer(step())
+            await eventually(lambda: len(sink.steps()) == 1)
+            await nc.close()
+        finally:
+            publisher.stop()

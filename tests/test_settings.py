@@ -1,0 +1,94 @@
+"""Settings.from_env: defaults, precedence and errors that name the setting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from unittest.mock import patch
+
+import pytest
+
+from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.settings import DEFAULT_NATS_URL, Settings
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({"HOSTNAME": "vllm-0"})
+    assert settings.nats.servers == ()
+    assert settings.nats.urls == (DEFAULT_NATS_URL,)
+    assert settings.routing.subject == "eagle_eye.routing_metrics"
+    assert settings.routing.snapshot_subject == "eagle_eye.routing_snapshot"
+    assert settings.routing.heartbeat_interval == 1.0
+    assert settings.routing.enabled is True
+    assert settings.routing.instance_id == f"vllm-0-{os.getpid()}"
+
+
+def test_pod_name_wins_over_hostname_and_explicit_id_wins_over_both() -> None:
+    env = {"HOSTNAME": "node", "POD_NAME": "vllm-7"}
+    assert Settings.from_env(env).routing.instance_id.startswith("vllm-7-")
+    assert Settings.from_env({**env, "EAGLEEYE_INSTANCE_ID": "a"}).routing.instance_id == "a"
+
+
+def test_reads_os_environ_by_default() -> None:
+    with patch.dict(os.environ, {"EAGLEEYE_ROUTING_SUBJECT": "fleet.load"}):
+        assert Settings.from_env().routing.subject == "fleet.load"
+
+
+def test_several_servers_and_a_bare_host() -> None:
+    settings = Settings.from_env({"EAGLEEYE_NATS_URL": "nats://a:4222, b:4223,tls://c"})
+    assert settings.nats.servers == ("nats://a:4222", "nats://b:4223", "tls://c")
+    assert settings.nats.tls
+
+
+def test_secrets_are_not_in_repr() -> None:
+    settings = Settings.from_env({"EAGLEEYE_NATS_USER": "u", "EAGLEEYE_NATS_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in repr(Settings.from_env({"EAGLEEYE_NATS_TOKEN": "hunter2"}))
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"EAGLEEYE_NATS_URL": "http://a:4222"}, "EAGLEEYE_NATS_URL"),
+        ({"EAGLEEYE_NATS_URL": "nats://a:notaport"}, "EAGLEEYE_NATS_URL"),
+        ({"EAGLEEYE_ROUTING_SUBJECT": "bad subject"}, "EAGLEEYE_ROUTING_SUBJECT"),
+        ({"EAGLEEYE_ROUTING_SUBJECT": "eagle.>"}, "EAGLEEYE_ROUTING_SUBJECT"),
+        ({"EAGLEEYE_ROUTING_SUBJECT": "a..b"}, "EAGLEEYE_ROUTING_SUBJECT"),
+        (
+            {"EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT": "eagle_eye.routing_metrics"},
+            "EAGLEEYE_ROUTING_SNAPSHOT_SUBJECT",
+        ),
+        ({"EAGLEEYE_HEARTBEAT_INTERVAL": "soon"}, "EAGLEEYE_HEARTBEAT_INTERVAL"),
+        ({"EAGLEEYE_HEARTBEAT_INTERVAL": "0"}, "EAGLEEYE_HEARTBEAT_INTERVAL"),
+        ({"EAGLEEYE_HEARTBEAT_INTERVAL": "120"}, "EAGLEEYE_HEARTBEAT_INTERVAL"),
+        ({"EAGLEEYE_ROUTING_ENABLED": "maybe"}, "EAGLEEYE_ROUTING_ENABLED"),
+        ({"EAGLEEYE_INSTANCE_ENDPOINT": "10.0.0.1:8000"}, "EAGLEEYE_INSTANCE_ENDPOINT"),
+        ({"EAGLEEYE_NATS_USER": "u"}, "EAGLEEYE_NATS_PASSWORD"),
+        ({"EAGLEEYE_NATS_PASSWORD": "p"}, "EAGLEEYE_NATS_USER"),
+        (
+            {"EAGLEEYE_NATS_TOKEN": "t", "EAGLEEYE_NATS_USER": "u", "EAGLEEYE_NATS_PASSWORD": "p"},
+            "EAGLEEYE_NATS_TOKEN",
+        ),
+        ({"EAGLEEYE_NATS_CREDS": "/nonexistent/user.creds"}, "EAGLEEYE_NATS_CREDS"),
+        ({"EAGLEEYE_NATS_TLS_CA": "/nonexistent/ca.pem"}, "EAGLEEYE_NATS_TLS_CA"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.setting == setting
+    assert str(caught.value).startswith(setting)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_certificate_without_key(tmp_path: Path) -> None:
+    cert = tmp_path / "client.pem"
+    cert.write_text("not checked here")
+    with pytest.raises(ConfigError, match="EAGLEEYE_NATS_TLS_KEY"):
+        Settings.from_env({"EAGLEEYE_NATS_TLS_CERT": str(cert)})
+
+
+def test_empty_values_count_as_unset() -> None:
+    settings = Settings.from_env({"EAGLEEYE_NATS_URL": " ", "EAGLEEYE_ROUTING_SUBJECT": ""})
+    assert settings.nats.servers == ()
+    assert settings.routing.subject == "eagle_eye.routing_metrics"
