@@ -67,7 +67,8 @@ class RoutingSettings:
     enabled: bool = True
     subject: str = DEFAULT_ROUTING_SUBJECT
     snapshot_subject: str = DEFAULT_ROUTING_SNAPSHOT_SUBJECT
-    instance_id: str = field(default_factory=default_instance_id)
+    # A lambda on purpose: default_instance_id is defined further down the module.
+    instance_id: str = field(default_factory=lambda: default_instance_id())  # noqa: PLW0108
     endpoint: str | None = None
     heartbeat_interval: float = 1.0
 
