@@ -6,7 +6,7 @@ Everything descends from :class:`EagleEyeError`; subclasses also inherit the std
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "EagleEyeError", "NatsServerError"]
+__all__ = ["ConfigError", "EagleEyeError", "NatsServerError", "RouterConnectError"]
 
 
 class EagleEyeError(Exception):
@@ -30,3 +30,17 @@ class ConfigError(EagleEyeError, ValueError):
 
 class NatsServerError(EagleEyeError, RuntimeError):
     """The embedded ``nats-server`` could not be found or started."""
+
+
+class RouterConnectError(EagleEyeError, ConnectionError):
+    """A router client could not connect or subscribe to NATS.
+
+    Attributes:
+        servers: the servers tried, without credentials.
+        reason: what NATS or the network answered.
+    """
+
+    def __init__(self, servers: tuple[str, ...], reason: str) -> None:
+        super().__init__(f"cannot receive routing metrics from NATS at {', '.join(servers)}: {reason}")
+        self.servers = servers
+        self.reason = reason

@@ -1,0 +1,385 @@
+"""The router-side client: a live, validated view of every engine's load, and a least-loaded pick.
+
+The ingest path (:meth:`RouterClient.handle`) is synchronous and does one typed decode, one clock reading, one
+dict lookup, a comparison and one store per message, so a router keeps up with thousands of engines on a
+single core. Reads expire engines that went quiet, so a router never routes to an instance that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from eagleeye_otel.errors import ConfigError, RouterConnectError
+from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.nats_options import connect_options, rate_limited_error_callback
+from eagleeye_otel.routing._message import MAX_MESSAGE_BYTES, RoutingMessage
+from eagleeye_otel.semconv import DEFAULT_ROUTING_SNAPSHOT_SUBJECT, DEFAULT_ROUTING_SUBJECT
+from eagleeye_otel.settings import NatsSettings
+
+__all__ = ["DEFAULT_MAX_INSTANCES", "InstanceState", "RouterClient", "RouterStats"]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_INSTANCES = 100_000
+"""Bound on tracked (instance, engine) pairs: far above real fleets, low enough that a flood of fake
+instances costs at most a few hundred MiB."""
+
+_FLUSH_TIMEOUT_S = 2
+_Entry = tuple[RoutingMessage, float]
+"""What the view stores per (instance, engine): the message and the client clock when it was accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """The newest accepted load of one engine of one instance.
+
+    Attributes:
+        message: the newest message accepted for this (instance, engine).
+        received_at: the client's clock (``time.monotonic`` by default) when it was accepted.
+    """
+
+    message: RoutingMessage
+    received_at: float
+
+    def age(self, now: float) -> float:
+        """Seconds since the message was accepted; ``now`` is a reading of the client's clock."""
+        return now - self.received_at
+
+
+@dataclass(frozen=True)
+class RouterStats:
+    """Counts since the client was created; ``received`` is the sum of the other counts but ``expired``.
+
+    Attributes:
+        received: payloads handed to :meth:`RouterClient.handle`.
+        accepted: messages that updated the view.
+        invalid: payloads that are not a valid routing message v1 (bad JSON, wrong types, out of range).
+        oversized: payloads over :data:`~eagleeye_otel.routing.MAX_MESSAGE_BYTES`, dropped undecoded.
+        out_of_order: messages older than the one held (lower ``seq`` with the same ``started``).
+        duplicates: messages with the ``seq`` already held, such as a snapshot reply; harmless.
+        overflow: messages of a new (instance, engine) dropped because the view was full.
+        expired: (instance, engine) entries removed after ``stale_after`` seconds without a message.
+    """
+
+    received: int
+    accepted: int
+    invalid: int
+    oversized: int
+    out_of_order: int
+    duplicates: int
+    overflow: int
+    expired: int
+
+
+class RouterClient:
+    """Subscribes to the routing subject and keeps the newest load of every engine.
+
+    Args:
+        nats_settings: servers, credentials and TLS; defaults to ``NatsSettings()`` (the local server).
+        nc: an already connected client to use instead; :meth:`close` then leaves it open.
+        subject: the routing subject publishers send to.
+        snapshot_subject: where to ask publishers for their current state when joining.
+        stale_after: seconds without a message after which an engine is dropped from the view. Publishers
+            send a heartbeat every second, so the default tolerates two lost heartbeats.
+        max_instances: bound on tracked (instance, engine) pairs.
+        client_name: name shown in NATS monitoring.
+        clock: monotonic seconds; injectable for tests.
+
+    Raises:
+        ConfigError: an argument is out of range; the error names it.
+    """
+
+    def __init__(
+        self,
+        *,
+        nats_settings: NatsSettings | None = None,
+        nc: Client | None = None,
+        subject: str = DEFAULT_ROUTING_SUBJECT,
+        snapshot_subject: str = DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
+        stale_after: float = 3.0,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+        client_name: str = "eagle-eye-router",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if nats_settings is not None and nc is not None:
+            raise ConfigError("nc", nc, "pass either nats_settings or nc, not both")
+        for name, value in (("subject", subject), ("snapshot_subject", snapshot_subject)):
+            if not value or any(c.isspace() for c in value):
+                raise ConfigError(name, value, "must be a non-empty NATS subject without spaces")
+        if subject == snapshot_subject:
+            raise ConfigError("snapshot_subject", snapshot_subject, "must differ from subject")
+        if not (isinstance(stale_after, int | float) and math.isfinite(stale_after) and stale_after > 0):
+            raise ConfigError("stale_after", stale_after, "must be a positive number of seconds")
+        if not (isinstance(max_instances, int) and max_instances > 0):
+            raise ConfigError("max_instances", max_instances, "must be a positive integer")
+        self._nats_settings = nats_settings or NatsSettings()
+        self._nc = nc
+        self._owns_nc = nc is None
+        self._subject = subject
+        self._snapshot_subject = snapshot_subject
+        self._stale_after = float(stale_after)
+        self._max_instances = max_instances
+        self._client_name = client_name
+        self._clock = clock
+        self._decode = msgspec.json.Decoder(RoutingMessage).decode
+        self._states: dict[tuple[str, int], _Entry] = {}
+        self._subscriptions: list[Subscription] = []
+        self._inbox = ""
+        self._next_room_check = -math.inf
+        self._bad_input_log = LogLimiter(_logger)
+        self._overflow_log = LogLimiter(_logger)
+        self._accepted = self._invalid = self._oversized = 0
+        self._out_of_order = self._duplicates = self._overflow = self._expired = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (unless a client was given), subscribe, and ask publishers for their current state.
+
+        Replies to the snapshot request arrive on a private inbox and go through the same ingest, so the view
+        fills within a round trip instead of waiting for the next heartbeat. Calling it again does nothing.
+
+        Raises:
+            RouterConnectError: NATS is unreachable, refused the credentials, or the subscription failed.
+        """
+        if self._subscriptions:
+            return
+        nc = self._nc if self._nc is not None else await self._connect()
+        self._nc = nc
+        handle = self.handle
+
+        async def on_message(msg: Msg) -> None:  # nats-py requires a coroutine function
+            handle(msg.data)
+
+        async def on_reply(msg: Msg) -> None:
+            if msg.data:  # an empty reply is the server's "no responders" status: no publisher is up yet
+                handle(msg.data)
+
+        try:
+            self._inbox = nc.new_inbox()
+            self._subscriptions = [
+                await nc.subscribe(self._subject, cb=on_message),
+                await nc.subscribe(self._inbox, cb=on_reply),
+            ]
+            await self._request_snapshot()
+            await nc.flush(_FLUSH_TIMEOUT_S)
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as error:
+            servers = [url.geturl() for url in nc.servers]
+            await self.close()
+            raise RouterConnectError(_redacted(servers), f"subscribing failed: {_describe(error)}") from error
+
+    async def close(self) -> None:
+        """Unsubscribe, and close the connection if this client opened it. The view stays readable."""
+        subscriptions, self._subscriptions = self._subscriptions, []
+        nc = self._nc
+        if nc is None:
+            return
+        if self._owns_nc:
+            self._nc = None
+            await nc.close()
+            return
+        for subscription in subscriptions:
+            try:
+                await subscription.unsubscribe()
+            except nats.errors.Error as error:
+                _logger.debug("unsubscribing failed: %s", error)
+
+    async def __aenter__(self) -> RouterClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _connect(self) -> Client:
+        """Fail fast at start, then never give up: a long-running router must outlive a NATS restart."""
+        nc = Client()
+        options = connect_options(self._nats_settings, name=self._client_name, background=False)
+        log_error = rate_limited_error_callback(_logger)
+        # nats-py reports the causes only to error_cb, then raises a bare NoServersError.
+        recent: deque[str] = deque(maxlen=3)
+
+        async def on_error(error: Exception) -> None:
+            recent.append(_describe(error))
+            await log_error(error)
+
+        try:
+            await nc.connect(
+                **options,
+                error_cb=on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as error:
+            reason = "; ".join(dict.fromkeys(recent)) or _describe(error)
+            raise RouterConnectError(_redacted(self._nats_settings.urls), reason) from error
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
+
+    async def _request_snapshot(self) -> None:
+        nc = self._nc
+        if nc is not None:
+            await nc.publish(self._snapshot_subject, b"", reply=self._inbox)
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            _logger.warning("router lost its NATS connection; reconnecting, engines go stale meanwhile")
+
+    async def _on_reconnected(self) -> None:
+        """Ask again for every engine's state: messages sent during the outage were lost."""
+        _logger.info("router reconnected to NATS")
+        try:
+            await self._request_snapshot()
+        except nats.errors.Error as error:
+            _logger.warning("snapshot request after reconnecting failed: %s", error)
+
+    # -- ingest ----------------------------------------------------------------------------------------------
+
+    def handle(self, data: bytes) -> bool:
+        """Decode, validate and apply one payload from the routing subject.
+
+        Never raises on bad input: it is counted in :attr:`stats` and logged at most once a minute. A
+        message with a new ``started`` (a publisher restart) replaces the one held whatever its ``seq``, and
+        so does any message once the one held is older than ``stale_after``.
+
+        Returns:
+            ``True`` when the message updated the view.
+        """
+        if len(data) > MAX_MESSAGE_BYTES:
+            self._oversized += 1
+            self._bad_input_log.warning("routing message of %d bytes dropped (limit %d)", len(data), MAX_MESSAGE_BYTES)
+            return False
+        try:
+            message = self._decode(data)
+        except (msgspec.DecodeError, RecursionError) as error:
+            self._invalid += 1
+            self._bad_input_log.warning("invalid routing message dropped: %s", error)
+            return False
+        now = self._clock()
+        key = (message.instance, message.engine)
+        states = self._states
+        held = states.get(key)
+        if held is None:
+            if len(states) >= self._max_instances and not self._make_room(now):
+                self._overflow += 1
+                self._overflow_log.warning(
+                    "routing view full (%d engines); message from %r dropped", self._max_instances, key
+                )
+                return False
+        elif message.seq <= held[0].seq and message.started == held[0].started and now - held[1] <= self._stale_after:
+            if message.seq == held[0].seq:
+                self._duplicates += 1
+            else:
+                self._out_of_order += 1
+            return False
+        states[key] = (message, now)
+        self._accepted += 1
+        return True
+
+    def _make_room(self, now: float) -> bool:
+        """Expire stale entries at most once per ``stale_after`` while full: a flood costs O(1) a message."""
+        if now >= self._next_room_check:
+            self._next_room_check = now + self._stale_after
+            self._expire(now)
+        return len(self._states) < self._max_instances
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self._stale_after
+        states = self._states
+        stale = [key for key, (_, received_at) in states.items() if received_at < cutoff]
+        for key in stale:
+            del states[key]
+        self._expired += len(stale)
+
+    # -- reads -----------------------------------------------------------------------------------------------
+
+    def instances(self, model: str | None = None) -> list[InstanceState]:
+        """Every engine heard from within ``stale_after`` seconds, optionally only those serving ``model``."""
+        return [InstanceState(message, at) for message, at in self._fresh(model)]
+
+    def get(self, instance: str, engine: int = 0) -> InstanceState | None:
+        """The state of one engine, or ``None`` when unknown or stale."""
+        key = (instance, engine)
+        entry = self._states.get(key)
+        if entry is None:
+            return None
+        if self._clock() - entry[1] > self._stale_after:
+            del self._states[key]
+            self._expired += 1
+            return None
+        return InstanceState(*entry)
+
+    def pick(self, model: str | None = None) -> InstanceState | None:
+        """The least loaded fresh engine: fewest waiting, then fewest running, then lowest KV-cache usage.
+
+        Exact ties are broken at random, so that routers do not all send to the same idle engine between two
+        of its messages. ``None`` when no fresh engine serves ``model``.
+        """
+        candidates = self._fresh(model)
+        if not candidates:
+            return None
+        least = min(map(_load, candidates))
+        return InstanceState(*random.choice([e for e in candidates if _load(e) == least]))
+
+    def _fresh(self, model: str | None) -> list[_Entry]:
+        self._expire(self._clock())
+        entries = self._states.values()
+        if model is None:
+            return list(entries)
+        return [entry for entry in entries if entry[0].model == model]
+
+    @property
+    def stats(self) -> RouterStats:
+        """Ingest counters, for logs, metrics and tests."""
+        rejected = self._invalid + self._oversized + self._out_of_order + self._duplicates + self._overflow
+        return RouterStats(
+            received=self._accepted + rejected,
+            accepted=self._accepted,
+            invalid=self._invalid,
+            oversized=self._oversized,
+            out_of_order=self._out_of_order,
+            duplicates=self._duplicates,
+            overflow=self._overflow,
+            expired=self._expired,
+        )
+
+
+def _load(entry: _Entry) -> tuple[int, int, float]:
+    message = entry[0]
+    return (message.num_requests_waiting, message.num_requests_running, message.kv_cache_usage)
+
+
+def _describe(error: BaseException) -> str:
+    """nats-py's own errors say ``nats: ...``; an OSError's text needs its type (``Connect call failed``)."""
+    text = str(error)
+    if isinstance(error, nats.errors.Error) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _redacted(urls: Sequence[str]) -> tuple[str, ...]:
+    """Server URLs without the user and password they may embed, for error messages."""
+    result = []
+    for url in urls:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        result.append(parts.geturl())
+    return tuple(result)

@@ -1,0 +1,329 @@
+"""RouterClient.handle() and the reads, fed real encoded routing messages; no network."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+
+from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.routing import MAX_MESSAGE_BYTES, RouterClient, RoutingMessage
+from eagleeye_otel.settings import NatsSettings
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fields(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "version": 1,
+        "instance": "pod-a",
+        "model": "llama",
+        "engine": 0,
+        "timestamp": 1_700_000_000.5,
+        "seq": 1,
+        "num_requests_waiting": 0,
+        "num_requests_running": 0,
+        "kv_cache_usage": 0.0,
+        "started": 1_700_000_000.0,
+        "endpoint": "http://10.0.0.1:8000",
+    }
+    base.update(overrides)
+    return base
+
+
+def encoded(**overrides: Any) -> bytes:
+    return msgspec.json.encode(RoutingMessage(**fields(**overrides)))
+
+
+def raw(**overrides: Any) -> bytes:
+    """Encoded without the type, so the payload can break the schema."""
+    return msgspec.json.encode(fields(**overrides))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client(clock: FakeClock) -> RouterClient:
+    return RouterClient(clock=clock)
+
+
+def test_valid_message_is_accepted(client: RouterClient, clock: FakeClock) -> None:
+    assert client.handle(encoded(seq=7, num_requests_waiting=2, kv_cache_usage=0.25))
+
+    state = client.get("pod-a")
+    assert state is not None
+    assert state.message.seq == 7
+    assert state.message.num_requests_waiting == 2
+    assert state.message.kv_cache_usage == 0.25
+    assert state.message.endpoint == "http://10.0.0.1:8000"
+    assert state.received_at == clock.now
+    assert client.instances() == [state]
+    assert client.stats.accepted == 1
+    assert client.stats.received == 1
+
+
+def test_unknown_fields_are_ignored(client: RouterClient) -> None:
+    payload = raw(future_field={"nested": [1, 2, 3]})
+    assert client.handle(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"{not json",
+        b"\xff\xfe\x00",
+        b"[]",
+        b"null",
+        raw(seq="5"),
+        raw(num_requests_running=1.5),
+        raw(instance=""),
+        raw(engine=-1),
+        raw(version=2),
+        raw(kv_cache_usage=1.5),
+        raw(num_requests_waiting=-1),
+        raw(timestamp=0),
+        msgspec.json.encode({k: v for k, v in fields().items() if k != "seq"}),
+        b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+    ids=[
+        "empty",
+        "malformed",
+        "not-utf8",
+        "array",
+        "null",
+        "seq-string",
+        "running-float",
+        "empty-instance",
+        "negative-engine",
+        "version-2",
+        "kv-1.5",
+        "negative-waiting",
+        "zero-timestamp",
+        "missing-seq",
+        "deeply-nested",
+    ],
+)
+def test_invalid_payload_is_counted_not_raised(client: RouterClient, payload: bytes) -> None:
+    assert not client.handle(payload)
+    assert client.stats.invalid == 1
+    assert client.stats.accepted == 0
+    assert client.instances() == []
+
+
+def test_oversized_payload_is_dropped_undecoded(client: RouterClient) -> None:
+    payload = raw(padding="x" * MAX_MESSAGE_BYTES)
+    assert len(payload) > MAX_MESSAGE_BYTES
+
+    assert not client.handle(payload)
+    assert client.stats.oversized == 1
+    assert client.stats.invalid == 0
+    assert client.instances() == []
+
+
+def test_bad_input_is_logged_rate_limited(client: RouterClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="eagleeye_otel.routing._client"):
+        for _ in range(100):
+            client.handle(b"garbage")
+    assert client.stats.invalid == 100
+    assert len(caplog.records) == 1
+    assert "invalid routing message" in caplog.records[0].getMessage()
+
+
+def test_older_seq_is_out_of_order(client: RouterClient) -> None:
+    assert client.handle(encoded(seq=5, num_requests_waiting=5))
+    assert not client.handle(encoded(seq=4, num_requests_waiting=4))
+
+    state = client.get("pod-a")
+    assert state is not None
+    assert (state.message.seq, state.message.num_requests_waiting) == (5, 5)
+    assert client.stats.out_of_order == 1
+    assert client.stats.duplicates == 0
+
+
+def test_same_seq_is_a_duplicate(client: RouterClient) -> None:
+    assert client.handle(encoded(seq=5))
+    assert not client.handle(encoded(seq=5))
+
+    assert client.stats.duplicates == 1
+    assert client.stats.out_of_order == 0
+    assert client.stats.accepted == 1
+
+
+def test_new_started_means_restart_and_replaces(client: RouterClient) -> None:
+    assert client.handle(encoded(started=1000.0, seq=500, num_requests_running=9))
+    assert client.handle(encoded(started=2000.0, seq=1, num_requests_running=0))
+
+    state = client.get("pod-a")
+    assert state is not None
+    assert (state.message.started, state.message.seq, state.message.num_requests_running) == (2000.0, 1, 0)
+
+
+def test_lower_seq_is_accepted_once_the_held_message_is_stale(client: RouterClient, clock: FakeClock) -> None:
+    """A publisher that restarts without ``started`` is not locked out for good."""
+    assert client.handle(encoded(started=None, seq=500))
+    clock.now += 3.5
+    assert client.handle(encoded(started=None, seq=1))
+
+    state = client.get("pod-a")
+    assert state is not None
+    assert state.message.seq == 1
+
+
+def test_engines_are_ordered_independently(client: RouterClient) -> None:
+    assert client.handle(encoded(engine=0, seq=10))
+    assert client.handle(encoded(engine=1, seq=1))
+    assert client.handle(encoded(instance="pod-b", seq=1))
+
+    assert {(s.message.instance, s.message.engine) for s in client.instances()} == {
+        ("pod-a", 0),
+        ("pod-a", 1),
+        ("pod-b", 0),
+    }
+    assert client.get("pod-a", 1) is not None
+    assert client.get("pod-a", 2) is None
+
+
+def test_stale_engines_expire(client: RouterClient, clock: FakeClock) -> None:
+    client.handle(encoded(instance="pod-a"))
+    clock.now += 2.0
+    client.handle(encoded(instance="pod-b"))
+
+    clock.now += 1.0  # pod-a is exactly stale_after old: still fresh
+    assert {s.message.instance for s in client.instances()} == {"pod-a", "pod-b"}
+
+    clock.now += 0.5
+    assert [s.message.instance for s in client.instances()] == ["pod-b"]
+    assert client.get("pod-a") is None
+    assert client.stats.expired == 1
+
+    clock.now += 10.0
+    assert client.get("pod-b") is None
+    assert client.pick() is None
+    assert client.stats.expired == 2
+
+
+def test_age_uses_the_client_clock(client: RouterClient, clock: FakeClock) -> None:
+    client.handle(encoded())
+    clock.now += 1.25
+    state = client.get("pod-a")
+    assert state is not None
+    assert state.age(clock.now) == 1.25
+
+
+def test_instances_filters_by_model(client: RouterClient) -> None:
+    client.handle(encoded(instance="pod-a", model="llama"))
+    client.handle(encoded(instance="pod-b", model="qwen"))
+
+    assert [s.message.instance for s in client.instances("qwen")] == ["pod-b"]
+    assert client.instances("mistral") == []
+
+
+def test_pick_prefers_fewest_waiting_then_running_then_kv(client: RouterClient) -> None:
+    client.handle(encoded(instance="busy", num_requests_waiting=3, num_requests_running=0, kv_cache_usage=0.0))
+    client.handle(encoded(instance="full", num_requests_waiting=0, num_requests_running=8, kv_cache_usage=0.1))
+    client.handle(encoded(instance="warm", num_requests_waiting=0, num_requests_running=2, kv_cache_usage=0.9))
+    client.handle(encoded(instance="cool", num_requests_waiting=0, num_requests_running=2, kv_cache_usage=0.2))
+
+    picked = client.pick()
+    assert picked is not None
+    assert picked.message.instance == "cool"
+
+
+def test_pick_filters_by_model_and_skips_stale(client: RouterClient, clock: FakeClock) -> None:
+    client.handle(encoded(instance="idle-old", model="llama"))
+    clock.now += 2.5
+    client.handle(encoded(instance="loaded", model="llama", num_requests_waiting=4))
+    client.handle(encoded(instance="other", model="qwen"))
+    clock.now += 1.0
+
+    picked = client.pick("llama")
+    assert picked is not None
+    assert picked.message.instance == "loaded"
+    assert client.pick("mistral") is None
+
+
+def test_pick_spreads_exact_ties(client: RouterClient) -> None:
+    client.handle(encoded(instance="pod-a"))
+    client.handle(encoded(instance="pod-b"))
+    client.handle(encoded(instance="pod-c", num_requests_running=1))
+
+    picked = set()
+    for _ in range(200):
+        state = client.pick()
+        assert state is not None
+        picked.add(state.message.instance)
+    assert picked == {"pod-a", "pod-b"}
+
+
+def test_view_is_bounded_against_a_flood_of_instances(clock: FakeClock) -> None:
+    client = RouterClient(clock=clock, max_instances=100)
+    for i in range(5000):
+        client.handle(encoded(instance=f"fake-{i}"))
+
+    assert len(client.instances()) == 100
+    assert client.stats.overflow == 4900
+    assert client.stats.accepted == 100
+
+    clock.now += 3.5  # the flood went quiet: new instances find room again
+    assert client.handle(encoded(instance="real"))
+    assert [s.message.instance for s in client.instances()] == ["real"]
+    assert client.stats.expired == 100
+
+
+def test_known_engines_keep_updating_when_full(clock: FakeClock) -> None:
+    client = RouterClient(clock=clock, max_instances=1)
+    assert client.handle(encoded(instance="pod-a", seq=1))
+    assert not client.handle(encoded(instance="pod-b", seq=1))
+    assert client.handle(encoded(instance="pod-a", seq=2))
+
+
+def test_received_is_the_sum_of_outcomes(client: RouterClient) -> None:
+    client.handle(encoded(seq=2))
+    client.handle(encoded(seq=2))
+    client.handle(encoded(seq=1))
+    client.handle(b"{")
+    client.handle(b" " * (MAX_MESSAGE_BYTES + 1))
+
+    stats = client.stats
+    assert (stats.accepted, stats.duplicates, stats.out_of_order, stats.invalid, stats.oversized) == (1, 1, 1, 1, 1)
+    assert stats.received == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"stale_after": 0}, "stale_after"),
+        ({"stale_after": -1.0}, "stale_after"),
+        ({"stale_after": math.nan}, "stale_after"),
+        ({"stale_after": math.inf}, "stale_after"),
+        ({"max_instances": 0}, "max_instances"),
+        ({"subject": ""}, "subject"),
+        ({"subject": "a b"}, "subject"),
+        ({"subject": "x", "snapshot_subject": "x"}, "snapshot_subject"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], argument: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        RouterClient(**kwargs)
+    assert raised.value.setting == argument
+    assert isinstance(raised.value, ValueError)
+
+
+def test_settings_and_connection_are_exclusive() -> None:
+    with pytest.raises(ConfigError) as raised:
+        RouterClient(nats_settings=NatsSettings(), nc=Client())
+    assert raised.value.setting == "nc"
