@@ -172,15 +172,26 @@ def _servers(value: str | None) -> tuple[str, ...]:
     servers = tuple(part.strip() for part in value.split(",") if part.strip())
     for server in servers:
         parts = urlsplit(server if "://" in server else f"nats://{server}")
+        shown = _redact(server)
         if parts.scheme not in _NATS_SCHEMES:
-            raise ConfigError(ev.EAGLEEYE_NATS_URL, value, f"scheme of {server!r} must be one of nats, tls, ws, wss")
+            raise ConfigError(ev.EAGLEEYE_NATS_URL, shown, "the scheme must be one of nats, tls, ws, wss")
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError(ev.EAGLEEYE_NATS_URL, value, f"bad port in {server!r}") from None
+            raise ConfigError(ev.EAGLEEYE_NATS_URL, shown, "bad port") from None
         if not parts.hostname or port == 0:
-            raise ConfigError(ev.EAGLEEYE_NATS_URL, value, f"{server!r} is not host[:port]")
+            raise ConfigError(ev.EAGLEEYE_NATS_URL, shown, "expected [scheme://][user:password@]host[:port]")
     return tuple(s if "://" in s else f"nats://{s}" for s in servers)
+
+
+def _redact(url: str) -> str:
+    """The URL with any password replaced, so an error message can be logged."""
+    scheme, sep, rest = url.rpartition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def _check_pairs(nats: NatsSettings) -> None:

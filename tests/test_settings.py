@@ -92,3 +92,10 @@ def test_empty_values_count_as_unset() -> None:
     settings = Settings.from_env({"EAGLEEYE_NATS_URL": " ", "EAGLEEYE_ROUTING_SUBJECT": ""})
     assert settings.nats.servers == ()
     assert settings.routing.subject == "eagle_eye.routing_metrics"
+
+
+def test_a_bad_url_is_reported_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"EAGLEEYE_NATS_URL": "http://router:hunter2@nats:4222"})
+    assert "hunter2" not in str(caught.value)
+    assert "router:***@nats:4222" in str(caught.value)

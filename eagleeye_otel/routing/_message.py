@@ -51,7 +51,8 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         Meta(description="Unix time the publisher started; a new value means a restart and `seq` starts over."),
     ] = None
     endpoint: Annotated[
-        str | None, Meta(description="Where to send this instance's requests (EAGLEEYE_INSTANCE_ENDPOINT).")
+        str | None,
+        Meta(max_length=2048, description="Where to send this instance's requests (EAGLEEYE_INSTANCE_ENDPOINT)."),
     ] = None
     step: Annotated[int | None, Meta(description="vLLM's scheduler step counter, when it reports one.")] = None
     prefix_cache_queries_total: Annotated[
