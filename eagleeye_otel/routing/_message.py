@@ -17,6 +17,7 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024
 """Routers reject larger payloads before decoding; a real message is about 300 bytes."""
 
 _NAME = Meta(min_length=1, max_length=256)
+_URL = Meta(max_length=2048)
 
 
 class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -50,10 +51,13 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         float | None,
         Meta(description="Unix time the publisher started; a new value means a restart and `seq` starts over."),
     ] = None
-    endpoint: Annotated[
-        str | None,
-        Meta(max_length=2048, description="Where to send this instance's requests (EAGLEEYE_INSTANCE_ENDPOINT)."),
-    ] = None
+    endpoint: (
+        Annotated[
+            str,
+            Meta(max_length=2048, description="Where to send this instance's requests (EAGLEEYE_INSTANCE_ENDPOINT)."),
+        ]
+        | None
+    ) = None
     step: Annotated[int | None, Meta(description="vLLM's scheduler step counter, when it reports one.")] = None
     prefix_cache_queries_total: Annotated[
         int, Meta(ge=0, description="Prompt tokens looked up in the prefix cache.")

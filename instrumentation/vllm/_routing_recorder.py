@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from eagleeye_otel.exporters.nats import RoutingPublisher
-
 from eagleeye_otel.routing import RoutingMessage
 from eagleeye_otel.semconv import ROUTING_MESSAGE_VERSION
 

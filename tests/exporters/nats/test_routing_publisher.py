@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 import msgspec
 import nats
 import pytest
-from eagleeye_otel.exporters.nats import RoutingPublisher
 from nats.aio.msg import Msg
 
+from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.routing import RoutingMessage
 from eagleeye_otel.settings import Settings
