@@ -58,7 +58,6 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         ]
         | None
     ) = None
-    step: Annotated[int | None, Meta(description="vLLM's scheduler step counter, when it reports one.")] = None
     prefix_cache_queries_total: Annotated[
         int, Meta(ge=0, description="Prompt tokens looked up in the prefix cache.")
     ] = 0

@@ -42,8 +42,9 @@ class PublisherStats:
         offered: messages handed over by the engine side.
         published: step messages sent to NATS.
         heartbeats: heartbeat and snapshot-reply messages sent.
-        coalesced: step messages replaced by a newer one before they could be sent.
-        dropped: step messages not sent: NATS unreachable, the publish failed, or the bound on engines hit.
+        coalesced: step messages replaced by a newer one before they could be sent (while NATS is unreachable,
+            each engine's newest state waits in its slot and is sent once connected).
+        dropped: step messages lost: the publish failed, or the bound on engines was hit.
         errors: publishes that raised (steps, heartbeats and snapshot replies).
         connected: whether the NATS connection is up now.
     """
@@ -144,12 +145,12 @@ class RoutingPublisher:
     @property
     def stats(self) -> PublisherStats:
         """Counters and connection state, for tests, logs and metrics."""
-        sent_steps = self._published + self._dropped
+        waiting = sum(1 for engine, message in list(self._latest.items()) if message is not self._taken.get(engine))
         return PublisherStats(
             offered=self._offered,
             published=self._published,
             heartbeats=self._heartbeats,
-            coalesced=max(0, self._offered - sent_steps),
+            coalesced=max(0, self._offered - self._published - self._dropped - waiting),
             dropped=self._dropped,
             errors=self._errors,
             connected=self._nc is not None and self._nc.is_connected,
@@ -226,11 +227,15 @@ class RoutingPublisher:
     async def _publish_forever(self, wake: asyncio.Event) -> None:
         interval = self._routing.heartbeat_interval
         while True:
+            # While disconnected there is nothing to time: the connection coming up wakes us.
+            timeout = self._next_heartbeat_in(interval) if self._connected else None
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._next_heartbeat_in(interval))
+                await asyncio.wait_for(wake.wait(), timeout)
             wake.clear()
             # Clear the flag before reading the slots: an offer that lands after this line wakes us again.
             self._wake_pending = False
+            if not self._connected:
+                continue  # the newest state waits in its slot and goes out as a step once connected
             now = time.monotonic()
             for engine, message in list(self._latest.items()):
                 if message is not self._taken.get(engine):
@@ -238,6 +243,10 @@ class RoutingPublisher:
                     await self._send(message, now)
                 elif now - self._last_sent_at.get(engine, -interval) >= interval:
                     await self._send(message, now, heartbeat=True)
+
+    @property
+    def _connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
 
     def _next_heartbeat_in(self, interval: float) -> float | None:
         if not self._latest:
@@ -247,13 +256,11 @@ class RoutingPublisher:
         return max(0.0, due - now)
 
     async def _send(self, message: RoutingMessage, now: float, *, heartbeat: bool = False) -> None:
+        nc = self._nc
+        if nc is None:
+            return
         engine = message.engine
         self._last_sent_at[engine] = now
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            if not heartbeat:
-                self._dropped += 1
-            return
         previous = self._sent.get(engine)
         seq = previous.seq + 1 if previous is not None else 1
         if heartbeat:

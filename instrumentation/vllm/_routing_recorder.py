@@ -52,7 +52,7 @@ class RoutingRecorder:
 
     def announce(self) -> None:
         """Offer an idle state, so routers see the engine as soon as it is up, before its first request."""
-        self._offer(waiting=0, running=0, kv_cache_usage=0.0, step=None)
+        self._offer(waiting=0, running=0, kv_cache_usage=0.0)
 
     def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         """Fold one step's stats into the totals and offer the new state (when the step has scheduler stats)."""
@@ -71,10 +71,9 @@ class RoutingRecorder:
             waiting=scheduler_stats.num_waiting_reqs + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0),
             running=scheduler_stats.num_running_reqs,
             kv_cache_usage=min(max(scheduler_stats.kv_cache_usage, 0.0), 1.0),
-            step=getattr(scheduler_stats, "step_counter", None),
         )
 
-    def _offer(self, *, waiting: int, running: int, kv_cache_usage: float, step: int | None) -> None:
+    def _offer(self, *, waiting: int, running: int, kv_cache_usage: float) -> None:
         self._publisher.offer(
             RoutingMessage(
                 version=ROUTING_MESSAGE_VERSION,
@@ -88,7 +87,6 @@ class RoutingRecorder:
                 kv_cache_usage=kv_cache_usage,
                 started=self._started,
                 endpoint=self._endpoint,
-                step=step,
                 prefix_cache_queries_total=self._prefix_queries,
                 prefix_cache_hits_total=self._prefix_hits,
                 prompt_tokens_total=self._prompt_tokens,
