@@ -6,15 +6,19 @@ treat an unreachable server (see ``background``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats
+from nats.aio.client import Client
+
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.settings import NatsSettings
 
-__all__ = ["connect_options", "rate_limited_error_callback"]
+__all__ = ["connect_in_background", "connect_options", "rate_limited_error_callback"]
 
 _PENDING_BYTES = 256 * 1024
 """Outbound buffer: stale load data has no value, so keep it small and drop rather than queue."""
@@ -72,3 +76,48 @@ def rate_limited_error_callback(logger: logging.Logger) -> Callable[[Exception],
         limiter.warning("NATS: %s", str(error) or type(error).__name__)
 
     return error_cb
+
+
+async def connect_in_background(
+    settings: NatsSettings,
+    *,
+    name: str,
+    logger: logging.Logger,
+    on_reconnected: Callable[[], Awaitable[None]],
+    is_closing: Callable[[], bool],
+) -> Client | None:
+    """Connect for a publisher, retrying forever; logs the outcome and every outage, once each.
+
+    Args:
+        settings: servers, credentials and TLS.
+        name: client name, also used in log messages.
+        logger: where the connection's events go.
+        on_reconnected: called after the connection comes back.
+        is_closing: while true, a disconnect is the owner closing the connection and is not logged.
+
+    Returns:
+        The connection, or ``None`` when it could not be set up at all (a bad TLS file, say).
+    """
+
+    async def disconnected_cb() -> None:
+        if not is_closing():
+            logger.warning("NATS connection %r lost; reconnecting in the background", name)
+
+    async def reconnected_cb() -> None:
+        logger.info("NATS connection %r is up again", name)
+        await on_reconnected()
+
+    try:
+        nc = await nats.connect(
+            **connect_options(settings, name=name, background=True),
+            error_cb=rate_limited_error_callback(logger),
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("NATS connection %r cannot be opened; nothing will be published", name)
+        return None
+    logger.info("NATS connection %r is up", name)
+    return nc

@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass
 
 import msgspec
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from eagleeye_otel.nats_options import connect_options, rate_limited_error_callback
+from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.routing import RoutingMessage
 from eagleeye_otel.settings import NatsSettings, RoutingSettings
 
@@ -184,22 +183,16 @@ class RoutingPublisher:
             connector.cancel()
 
     async def _connect(self) -> None:
-        options = connect_options(self._nats_settings, name=self._client_name, background=True)
-        try:
-            self._nc = await nats.connect(
-                **options,
-                error_cb=rate_limited_error_callback(_logger),
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _logger.exception("routing publisher cannot connect to NATS; routing push is off")
-            return
-        _logger.info("routing publisher connected to NATS")
-        await self._nc.subscribe(self._routing.snapshot_subject, cb=self._on_snapshot_request)
-        self._on_connection_up()
+        self._nc = await connect_in_background(
+            self._nats_settings,
+            name=self._client_name,
+            logger=_logger,
+            on_reconnected=self._on_connection_up,
+            is_closing=lambda: self._stopped,
+        )
+        if self._nc is not None:
+            await self._nc.subscribe(self._routing.snapshot_subject, cb=self._on_snapshot_request)
+            await self._on_connection_up()
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
@@ -209,16 +202,7 @@ class RoutingPublisher:
             except Exception:
                 _logger.debug("closing the NATS connection failed", exc_info=True)
 
-    async def _on_disconnected(self) -> None:
-        if self._stopped:
-            return
-        _logger.warning("routing publisher lost its NATS connection; reconnecting in the background")
-
-    async def _on_reconnected(self) -> None:
-        _logger.info("routing publisher reconnected to NATS")
-        self._on_connection_up()
-
-    def _on_connection_up(self) -> None:
+    async def _on_connection_up(self) -> None:
         """Send every engine's state now: routers may have marked this instance stale during the outage."""
         self._last_sent_at.clear()
         if self._wake is not None:

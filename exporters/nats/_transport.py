@@ -23,11 +23,10 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, Final
 
-import nats
 from nats.aio.client import Client
 
 from eagleeye_otel.errors import EagleEyeError
-from eagleeye_otel.nats_options import connect_options, rate_limited_error_callback
+from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.settings import NatsSettings
 
 __all__ = [
@@ -233,24 +232,14 @@ class NatsTransport:
             _logger.debug("closing the NATS connection %r failed", self._client_name, exc_info=True)
 
     async def _connect(self) -> None:
-        options = connect_options(self._nats_settings, name=self._client_name, background=True)
-        try:
-            self._nc = await nats.connect(
-                **options,
-                error_cb=rate_limited_error_callback(_logger),
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _logger.exception("NATS connection %r cannot be opened; nothing will be published", self._client_name)
-            return
-        _logger.info("NATS connection %r is up", self._client_name)
+        self._nc = await connect_in_background(
+            self._nats_settings,
+            name=self._client_name,
+            logger=_logger,
+            on_reconnected=_nothing,
+            is_closing=lambda: self._closed,
+        )
 
-    async def _on_disconnected(self) -> None:
-        if not self._closed:
-            _logger.warning("NATS connection %r lost; reconnecting in the background", self._client_name)
 
-    async def _on_reconnected(self) -> None:
-        _logger.info("NATS connection %r is up again", self._client_name)
+async def _nothing() -> None:
+    """Nothing to redo after a reconnect: each export carries the full state."""
