@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONF
 from opentelemetry.sdk.metrics import MeterProvider
 
 from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.receivers.hardware import register_cgroup_metrics
 from eagleeye_otel.sdk._gate import claim_ownership
 from eagleeye_otel.sdk._pipeline import build_meter_provider, shutdown_meter_provider
 from eagleeye_otel.sdk._settings import DEFAULT_EXPORTERS, PipelineSettings
@@ -101,6 +102,8 @@ def configure_global_meter_provider() -> MeterProvider | None:
             shutdown_meter_provider(provider, SHUTDOWN_DEADLINE_S)
             _logger.warning("Eagle Eye: the global meter provider was already set; Eagle Eye metrics are off")
             return None
+        # Host and process metrics come from opentelemetry-instrument's own system_metrics instrumentor.
+        register_cgroup_metrics(provider)
         atexit.register(shutdown_meter_provider, provider, SHUTDOWN_DEADLINE_S)
         _configured_pid = os.getpid()
         return provider

@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.instrumentation.vllm._metrics_recorder import shared_metrics_recorder
+from eagleeye_otel.receivers.hardware import instrument_system_metrics, register_cgroup_metrics
 from eagleeye_otel.sdk import PipelineSettings, build_meter_provider, claim_ownership, shutdown_meter_provider
 from eagleeye_otel.settings import Settings
 
@@ -116,12 +117,19 @@ def _meter_provider() -> tuple[metrics.MeterProvider, bool]:
     if isinstance(current, MeterProvider):
         return current, False
     try:
-        return build_meter_provider(PipelineSettings.from_env()), True
+        provider = build_meter_provider(PipelineSettings.from_env())
     except ConfigError as error:
         _logger.error("Eagle Eye metrics are disabled in this vLLM process: %s", error)
+        return metrics.NoOpMeterProvider(), False
     except Exception:
         _logger.error("Eagle Eye metrics are disabled in this vLLM process", exc_info=True)
-    return metrics.NoOpMeterProvider(), False
+        return metrics.NoOpMeterProvider(), False
+    try:  # the system runtime beside the serving metrics; never a reason to lose the latter
+        instrument_system_metrics(provider)
+        register_cgroup_metrics(provider)
+    except Exception:
+        _logger.warning("Eagle Eye system and container metrics are off", exc_info=True)
+    return provider, True
 
 
 def _shutdown(publisher: RoutingPublisher | None, provider: metrics.MeterProvider, owned: bool) -> None:

@@ -57,7 +57,11 @@ def test_without_a_configured_provider_it_builds_prometheus_and_closes_it_at_exi
     assert isinstance(runtime.meter_provider, MeterProvider)
     assert os.environ[EAGLEEYE_OWNER_PID] == str(os.getpid())
     runtime.meter_provider.get_meter("test").create_counter("runtime.steps").add(4)
-    assert "runtime_steps_total" in _scrape(port)
+    exposition = _scrape(port)
+    assert "runtime_steps_total" in exposition
+    # The system runtime comes with it: this process's own CPU time and memory.
+    assert "process_cpu_time_seconds_total" in exposition
+    assert "process_memory_usage_bytes" in exposition
     assert len(fresh) == 1
     fresh.pop()()
     with socket.socket() as again:
