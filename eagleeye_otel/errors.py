@@ -6,7 +6,7 @@ Everything descends from :class:`EagleEyeError`; subclasses also inherit the std
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "EagleEyeError", "NatsServerError", "RouterConnectError"]
+__all__ = ["ConfigError", "EagleEyeError", "HardwareUnavailable", "NatsServerError", "RouterConnectError"]
 
 
 class EagleEyeError(Exception):
@@ -43,4 +43,18 @@ class RouterConnectError(EagleEyeError, ConnectionError):
     def __init__(self, servers: tuple[str, ...], reason: str) -> None:
         super().__init__(f"cannot receive routing metrics from NATS at {', '.join(servers)}: {reason}")
         self.servers = servers
+        self.reason = reason
+
+
+class HardwareUnavailable(EagleEyeError, RuntimeError):
+    """A hardware source cannot be used on this node (vendor library missing, or it refused to start).
+
+    Raised when a source is opened, never during a sweep, so the monitor can skip the source and say why.
+
+    Attributes:
+        reason: one line naming what was tried and what failed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
