@@ -10,7 +10,6 @@ nothing queues up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -77,7 +76,8 @@ class RoutingPublisher:
         self._last_sent_at: dict[int, float] = {}
         self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
+        self._woken = False  # set on the publisher loop by _wake(); read and cleared by _publish_forever()
+        self._waiter: asyncio.Future[None] | None = None
         self._thread: threading.Thread | None = None
         self._main: asyncio.Task[None] | None = None
         self._nc: Client | None = None
@@ -107,10 +107,10 @@ class RoutingPublisher:
             self._dropped += 1
             return
         latest[message.engine] = message
-        if not self._wake_pending and self._wake is not None:
+        if not self._wake_pending:
             self._wake_pending = True
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per call on vLLM's loop
-                loop.call_soon_threadsafe(self._wake.set)
+                loop.call_soon_threadsafe(self._wake)
             except RuntimeError:  # the loop closed under us: stop() ran on another thread
                 pass
 
@@ -160,7 +160,6 @@ class RoutingPublisher:
     def _run(self, started: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        self._wake = asyncio.Event()
         self._main = loop.create_task(self._serve())
         self._loop = loop
         started.set()
@@ -173,12 +172,9 @@ class RoutingPublisher:
             loop.close()
 
     async def _serve(self) -> None:
-        wake = self._wake
-        if wake is None:
-            raise RuntimeError("publisher loop started without its wake event")
         connector = asyncio.create_task(self._connect())
         try:
-            await self._publish_forever(wake)
+            await self._publish_forever()
         finally:
             connector.cancel()
 
@@ -205,17 +201,35 @@ class RoutingPublisher:
     async def _on_connection_up(self) -> None:
         """Send every engine's state now: routers may have marked this instance stale during the outage."""
         self._last_sent_at.clear()
-        if self._wake is not None:
-            self._wake.set()
+        self._wake()
 
-    async def _publish_forever(self, wake: asyncio.Event) -> None:
+    def _wake(self) -> None:
+        """Runs on the publisher loop: there is something new to send."""
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep_until_woken(self, timeout: float | None) -> None:
+        """Wait for :meth:`_wake` or ``timeout``; a bare future and timer cost less than ``wait_for`` per step."""
+        if self._woken:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _publish_forever(self) -> None:
         interval = self._routing.heartbeat_interval
         while True:
             # While disconnected there is nothing to time: the connection coming up wakes us.
-            timeout = self._next_heartbeat_in(interval) if self._connected else None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
-            wake.clear()
+            await self._sleep_until_woken(self._next_heartbeat_in(interval) if self._connected else None)
+            self._woken = False
             # Clear the flag before reading the slots: an offer that lands after this line wakes us again.
             self._wake_pending = False
             if not self._connected:
@@ -280,3 +294,8 @@ class RoutingPublisher:
             except Exception as error:
                 self._errors += 1
                 _logger.debug("snapshot reply failed: %s", error)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
