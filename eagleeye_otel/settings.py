@@ -17,7 +17,12 @@ from urllib.parse import urlsplit
 
 from eagleeye_otel import environment_variables as ev
 from eagleeye_otel.errors import ConfigError
-from eagleeye_otel.semconv import DEFAULT_METRICS_SUBJECT, DEFAULT_ROUTING_SNAPSHOT_SUBJECT, DEFAULT_ROUTING_SUBJECT
+from eagleeye_otel.semconv import (
+    DEFAULT_METRICS_SUBJECT,
+    DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
+    DEFAULT_ROUTING_SUBJECT,
+    VLLM_METRICS,
+)
 
 __all__ = ["DEFAULT_NATS_URL", "MetricsSettings", "NatsSettings", "RoutingSettings", "Settings", "default_instance_id"]
 
@@ -75,9 +80,11 @@ class RoutingSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """Where the NATS metric exporter (entry point ``eagle_eye_nats``) publishes."""
+    """Where the NATS metric exporter (entry point ``eagle_eye_nats``) publishes, and which vLLM metrics to record."""
 
     subject: str = DEFAULT_METRICS_SUBJECT
+    overrides: Mapping[str, bool] = field(default_factory=dict)
+    """vLLM metric name to on/off, over the defaults of :data:`~eagleeye_otel.semconv.VLLM_METRICS`."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,10 @@ class Settings:
                 "must differ from the routing subject",
             )
         metrics = MetricsSettings(
-            subject=_subject(ev.EAGLEEYE_METRICS_SUBJECT, env.get(ev.EAGLEEYE_METRICS_SUBJECT), DEFAULT_METRICS_SUBJECT)
+            subject=_subject(
+                ev.EAGLEEYE_METRICS_SUBJECT, env.get(ev.EAGLEEYE_METRICS_SUBJECT), DEFAULT_METRICS_SUBJECT
+            ),
+            overrides=_metric_overrides(env.get(ev.EAGLEEYE_METRICS_ENABLE), env.get(ev.EAGLEEYE_METRICS_DISABLE)),
         )
         if metrics.subject == routing.subject:
             # Routers decode every message on the routing subject as JSON; OTLP protobuf there would break them.
@@ -232,6 +242,21 @@ def _endpoint(value: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(ev.EAGLEEYE_INSTANCE_ENDPOINT, value, "must be an http(s)://host[:port] URL")
     return value
+
+
+def _metric_overrides(enable: str | None, disable: str | None) -> dict[str, bool]:
+    known = {spec.name for spec in VLLM_METRICS}
+    overrides: dict[str, bool] = {}
+    for name, value, on in ((ev.EAGLEEYE_METRICS_ENABLE, enable, True), (ev.EAGLEEYE_METRICS_DISABLE, disable, False)):
+        for metric in (part.strip() for part in (value or "").split(",")):
+            if not metric:
+                continue
+            if metric not in known:
+                raise ConfigError(name, value, f"{metric!r} is not a vLLM metric (see docs/metrics.md)")
+            if overrides.get(metric, on) != on:
+                raise ConfigError(name, value, f"{metric!r} is also in {ev.EAGLEEYE_METRICS_ENABLE}")
+            overrides[metric] = on
+    return overrides
 
 
 def _flag(name: str, value: str | None, *, default: bool) -> bool:

@@ -99,3 +99,26 @@ def test_a_bad_url_is_reported_without_its_password() -> None:
         Settings.from_env({"EAGLEEYE_NATS_URL": "http://router:hunter2@nats:4222"})
     assert "hunter2" not in str(caught.value)
     assert "router:***@nats:4222" in str(caught.value)
+
+
+def test_metric_overrides() -> None:
+    settings = Settings.from_env(
+        {"EAGLEEYE_METRICS_ENABLE": "vllm.inter_token_latency", "EAGLEEYE_METRICS_DISABLE": " vllm.iteration_tokens ,"}
+    )
+    assert settings.metrics.overrides == {"vllm.inter_token_latency": True, "vllm.iteration_tokens": False}
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"EAGLEEYE_METRICS_ENABLE": "vllm:inter_token_latency_seconds"}, "EAGLEEYE_METRICS_ENABLE"),
+        (
+            {"EAGLEEYE_METRICS_ENABLE": "vllm.iteration_tokens", "EAGLEEYE_METRICS_DISABLE": "vllm.iteration_tokens"},
+            "EAGLEEYE_METRICS_DISABLE",
+        ),
+    ],
+)
+def test_bad_metric_overrides_name_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.setting == setting

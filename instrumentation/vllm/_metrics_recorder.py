@@ -323,8 +323,11 @@ _shared_lock = threading.Lock()
 _shared: dict[MeterProvider, MetricsRecorder] = {}
 
 
-def shared_metrics_recorder(meter_provider: MeterProvider) -> MetricsRecorder:
-    """The process's one recorder on ``meter_provider``, created on first call.
+def shared_metrics_recorder(
+    meter_provider: MeterProvider, *, enabled: Mapping[str, bool] | None = None
+) -> MetricsRecorder:
+    """The process's one recorder on ``meter_provider``, created on first call (with ``enabled``, see
+    :class:`MetricsRecorder`).
 
     vLLM builds one stat logger per data-parallel engine. They must share instruments: the SDK drops a second
     observable gauge of the same name on a meter, callback included.
@@ -332,5 +335,5 @@ def shared_metrics_recorder(meter_provider: MeterProvider) -> MetricsRecorder:
     with _shared_lock:
         recorder = _shared.get(meter_provider)
         if recorder is None:
-            recorder = _shared[meter_provider] = MetricsRecorder(meter_provider)
+            recorder = _shared[meter_provider] = MetricsRecorder(meter_provider, enabled=enabled)
         return recorder

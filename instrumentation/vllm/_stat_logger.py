@@ -60,7 +60,7 @@ class EagleEyeStatLogger(StatLoggerBase):
         model = served_model_name(vllm_config)
         instance = runtime.settings.routing.instance_id
         try:
-            recorder = shared_metrics_recorder(runtime.meter_provider)
+            recorder = shared_metrics_recorder(runtime.meter_provider, enabled=runtime.settings.metrics.overrides)
             self._metrics = recorder.engine(model=model, instance=instance, engine=engine_index)
         except Exception:
             _logger.error("Eagle Eye metrics are off for engine %d", engine_index, exc_info=True)

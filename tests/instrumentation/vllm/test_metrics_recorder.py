@@ -128,9 +128,13 @@ def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
     provider.shutdown()
 
 
+ALL_ON = {spec.name: True for spec in sc.VLLM_METRICS}
+"""Every instrument on, including those off by default, so that each is checked."""
+
+
 @pytest.fixture
 def recorder(provider: MeterProvider) -> Iterator[MetricsRecorder]:
-    recorder = MetricsRecorder(provider, drain_interval_s=0)
+    recorder = MetricsRecorder(provider, drain_interval_s=0, enabled=ALL_ON)
     yield recorder
     recorder.shutdown()
 
@@ -268,13 +272,20 @@ def test_every_instrument_is_in_the_table(recorder, reader):
         assert metric.description == specs[name].description
 
 
-def test_disabled_metric_records_nothing(provider, reader):
-    recorder = MetricsRecorder(provider, drain_interval_s=0, enabled={sc.VLLM_INTER_TOKEN_LATENCY: False})
+def test_per_token_latency_is_off_by_default(provider, reader):
+    recorder = MetricsRecorder(provider, drain_interval_s=0)
     engine(recorder).record(scheduler(), iteration(generated=2, itls=(0.1, 0.2)))
     recorder.shutdown()
     out = Readout(reader)
     assert sc.VLLM_INTER_TOKEN_LATENCY not in out.metrics
     assert out.value(sc.VLLM_GENERATION_TOKENS) == 2
+
+
+def test_a_metric_on_by_default_can_be_turned_off(provider, reader):
+    recorder = MetricsRecorder(provider, drain_interval_s=0, enabled={sc.VLLM_GENERATION_TOKENS: False})
+    engine(recorder).record(scheduler(), iteration(generated=2))
+    recorder.shutdown()
+    assert sc.VLLM_GENERATION_TOKENS not in Readout(reader).metrics
 
 
 def test_engines_are_told_apart(recorder, reader):
@@ -332,7 +343,7 @@ def prometheus_families() -> set[str]:
     """The series families the real Prometheus exporter writes for one step that touches every instrument."""
     registry = CollectorRegistry()
     provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
-    recorder = MetricsRecorder(provider, drain_interval_s=0)
+    recorder = MetricsRecorder(provider, drain_interval_s=0, enabled=ALL_ON)
     try:
         handle = engine(recorder)
         stats = scheduler(queries=1, hits=1)
