@@ -1,0 +1,413 @@
+"""Hardware instruments from hand-built sweeps: names, units, attributes, values; one sweep per collection."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from eagleeye_otel.receivers.hardware._instruments import SweepCache, gpu_state, npu_state, register_hardware_metrics
+from eagleeye_otel.receivers.hardware._model import (
+    DeviceIdentity,
+    DeviceStatus,
+    GpuReading,
+    KernelEventKind,
+    KernelLogSummary,
+    NpuReading,
+    Sweep,
+)
+from eagleeye_otel.semconv import _hardware as hw
+
+H100 = DeviceIdentity(
+    id="GPU-11111111-2222-3333-4444-555555555555",
+    type="gpu",
+    vendor="nvidia",
+    index=0,
+    model="NVIDIA H100 80GB HBM3",
+    serial="1650123456789",
+    pci_bus_id="0000:3b:00.0",
+    driver_version="570.124.06",
+    firmware_version="96.00.99.00.01",
+)
+LOST = DeviceIdentity(id="GPU-lost", type="gpu", vendor="nvidia", index=1, pci_bus_id="0000:5e:00.0")
+ASCEND = DeviceIdentity(id="npu-0-0", type="npu", vendor="huawei", index=0, model="910B3", firmware_version="7.1")
+
+GPU = GpuReading(
+    identity=H100,
+    utilization=0.93,
+    memory_utilization=0.41,
+    memory_used_bytes=60 * 2**30,
+    memory_total_bytes=80 * 2**30,
+    temperature_c=71.0,
+    memory_temperature_c=80.0,
+    slowdown_temperature_c=87.0,
+    shutdown_temperature_c=92.0,
+    power_w=612.5,
+    power_limit_w=700.0,
+    energy_j=123456.789,
+    sm_clock_hz=1.98e9,
+    memory_clock_hz=2.619e9,
+    clock_event_reasons=frozenset({"sw_power_cap", "something_new"}),
+    ecc_corrected_volatile=3,
+    ecc_uncorrected_volatile=0,
+    ecc_corrected_aggregate=40,
+    ecc_uncorrected_aggregate=1,
+    retired_pages_sbe=1,
+    retired_pages_dbe=0,
+    retired_pages_pending=False,
+    remapped_rows_correctable=2,
+    remapped_rows_uncorrectable=1,
+    remapped_rows_pending=True,
+    remapped_rows_failure=False,
+    pcie_replays=5,
+    pcie_link_generation=5,
+    pcie_link_width=16,
+    pcie_tx_bytes_per_s=1.5e9,
+    pcie_rx_bytes_per_s=2.5e8,
+    nvlink_errors={"crc_flit": 7, "replay": 1},
+    recovery_action=0,
+    xid_counts={13: 2, 79: 1},
+)
+NPU = NpuReading(
+    identity=ASCEND,
+    card_id=0,
+    device_id=0,
+    health=2,
+    error_codes=(0x80E01801, 0x80E18402),
+    temperature_c=55.0,
+    power_w=88.5,
+    aicore_utilization=0.5,
+    hbm_utilization=0.25,
+    npu_utilization=0.6,
+    hbm_used_bytes=16 * 2**30,
+    hbm_total_bytes=64 * 2**30,
+    aicore_frequency_hz=1.8e9,
+)
+XID_79 = (KernelEventKind.XID, "79", "0000:5e:00.0")
+SXID = (KernelEventKind.SXID, "20034", None)
+SWEEP = Sweep(
+    node="node-a",
+    taken_at=1.0,
+    gpus=(
+        GPU,
+        GpuReading(identity=LOST, status=DeviceStatus.LOST, detail="GPU is lost", power_w=1.0, xid_counts={79: 1}),
+    ),
+    npus=(NPU,),
+    kernel_log=KernelLogSummary(
+        counts={XID_79: 2, SXID: 1}, last_messages={XID_79: "...", SXID: "..."}, malformed=4, lines=100
+    ),
+)
+
+Points = dict[str, dict[frozenset[tuple[str, object]], float]]
+
+
+def _provider(reader: InMemoryMetricReader) -> MeterProvider:
+    return MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+
+
+def _collect(reader: InMemoryMetricReader) -> tuple[Points, dict[str, str]]:
+    points: Points = {}
+    units: dict[str, str] = {}
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data is not None else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                units[metric.name] = metric.unit
+                points[metric.name] = {
+                    frozenset(point.attributes.items()): point.value for point in metric.data.data_points
+                }
+    return points, units
+
+
+def _registered(sweep: Sweep, *, max_age_s: float = 0.0) -> tuple[InMemoryMetricReader, list[int]]:
+    reader = InMemoryMetricReader()
+    calls = [0]
+
+    def take() -> Sweep:
+        calls[0] += 1
+        return sweep
+
+    register_hardware_metrics(_provider(reader), take, max_age_s=max_age_s)
+    return reader, calls
+
+
+def _of(points: Points, name: str, identity: DeviceIdentity | None, **extra: object) -> float:
+    """The value of ``name`` for the device (its id), with exactly these extra attributes."""
+    for attributes, value in points[name].items():
+        named = dict(attributes)
+        if identity is not None and named.pop(hw.HW_ID, None) != identity.id:
+            continue
+        rest = named if identity is None else {k: v for k, v in named.items() if k not in hw.DEVICE_ATTRIBUTES}
+        if rest == extra:
+            return value
+    raise AssertionError(f"no {name} point for {identity and identity.id} with {extra}: {points[name]}")
+
+
+@pytest.fixture(scope="module")
+def collected() -> tuple[Points, dict[str, str]]:
+    reader, _ = _registered(SWEEP)
+    return _collect(reader)
+
+
+def test_every_metric_of_the_table_is_reported_with_its_unit(collected):
+    _, units = collected
+    assert units == {metric.name: metric.unit for metric in hw.HARDWARE_METRICS}
+
+
+def test_gpu_values_in_si_units_with_identity(collected):
+    points, _ = collected
+    assert _of(points, hw.HW_GPU_UTILIZATION, H100, **{hw.HW_GPU_TASK: "general"}) == 0.93
+    assert _of(points, hw.HW_GPU_MEMORY_UTILIZATION, H100) == 0.75
+    assert _of(points, hw.EAGLEEYE_HW_GPU_MEMORY_CONTROLLER_UTILIZATION, H100) == 0.41
+    assert _of(points, hw.HW_GPU_MEMORY_USAGE, H100) == 60 * 2**30
+    assert _of(points, hw.HW_GPU_MEMORY_LIMIT, H100) == 80 * 2**30
+    assert _of(points, hw.HW_TEMPERATURE, H100, **{hw.HW_SENSOR_LOCATION: "die"}) == 71.0
+    assert _of(points, hw.HW_TEMPERATURE, H100, **{hw.HW_SENSOR_LOCATION: "memory"}) == 80.0
+    limit = hw.HW_TEMPERATURE_LIMIT
+    assert _of(points, limit, H100, **{hw.HW_SENSOR_LOCATION: "die", hw.HW_LIMIT_TYPE: "throttled"}) == 87.0
+    assert _of(points, limit, H100, **{hw.HW_SENSOR_LOCATION: "die", hw.HW_LIMIT_TYPE: "high.critical"}) == 92.0
+    assert _of(points, hw.HW_POWER, H100) == 612.5
+    assert _of(points, hw.EAGLEEYE_HW_POWER_LIMIT, H100) == 700.0
+    assert _of(points, hw.HW_ENERGY, H100) == pytest.approx(123456.789)
+    assert _of(points, hw.EAGLEEYE_HW_CLOCK_FREQUENCY, H100, **{hw.EAGLEEYE_HW_CLOCK_DOMAIN: "sm"}) == 1.98e9
+    assert _of(points, hw.EAGLEEYE_HW_CLOCK_FREQUENCY, H100, **{hw.EAGLEEYE_HW_CLOCK_DOMAIN: "memory"}) == 2.619e9
+    assert _of(points, hw.EAGLEEYE_HW_GPU_PCIE_LINK_GENERATION, H100) == 5
+    assert _of(points, hw.EAGLEEYE_HW_GPU_PCIE_LINK_WIDTH, H100) == 16
+    direction = hw.NETWORK_IO_DIRECTION
+    assert _of(points, hw.EAGLEEYE_HW_GPU_PCIE_THROUGHPUT, H100, **{direction: "transmit"}) == 1.5e9
+    assert _of(points, hw.EAGLEEYE_HW_GPU_PCIE_THROUGHPUT, H100, **{direction: "receive"}) == 2.5e8
+    assert _of(points, hw.EAGLEEYE_HW_GPU_RECOVERY_ACTION, H100) == 0
+
+
+def test_identity_attributes_are_the_upstream_hw_ones():
+    reader, _ = _registered(SWEEP)
+    points, _ = _collect(reader)
+    (attributes,) = [dict(a) for a in points[hw.HW_POWER] if dict(a)[hw.HW_ID] == H100.id]
+    assert attributes == {
+        hw.HW_ID: H100.id,
+        hw.HW_NAME: "GPU 0",
+        hw.HW_TYPE: "gpu",
+        hw.HW_VENDOR: "nvidia",
+        hw.HW_MODEL: "NVIDIA H100 80GB HBM3",
+        hw.HW_SERIAL_NUMBER: "1650123456789",
+        hw.HW_DRIVER_VERSION: "570.124.06",
+        hw.HW_FIRMWARE_VERSION: "96.00.99.00.01",
+        hw.EAGLEEYE_HW_PCI_BUS_ID: "0000:3b:00.0",
+    }
+
+
+def test_error_counters(collected):
+    points, _ = collected
+    errors = {dict(a)[hw.ERROR_TYPE]: v for a, v in points[hw.HW_ERRORS].items() if dict(a)[hw.HW_ID] == H100.id}
+    assert errors == {"corrected": 3, "uncorrected": 0, "pcie_replay": 5, "nvlink_crc_flit": 7, "nvlink_replay": 1}
+    lifetime = hw.EAGLEEYE_HW_GPU_ECC_LIFETIME_ERRORS
+    assert _of(points, lifetime, H100, **{hw.ERROR_TYPE: "uncorrected"}) == 1
+    assert _of(points, hw.EAGLEEYE_HW_GPU_REMAPPED_ROWS, H100, **{hw.ERROR_TYPE: "corrected"}) == 2
+    assert _of(points, hw.EAGLEEYE_HW_GPU_REMAPPED_ROWS_PENDING, H100) == 1
+    assert _of(points, hw.EAGLEEYE_HW_GPU_REMAPPED_ROWS_FAILURE, H100) == 0
+    assert _of(points, hw.EAGLEEYE_HW_GPU_RETIRED_PAGES, H100, **{hw.ERROR_TYPE: "corrected"}) == 1
+    assert _of(points, hw.EAGLEEYE_HW_GPU_RETIRED_PAGES, H100, **{hw.ERROR_TYPE: "uncorrected"}) == 0
+    assert _of(points, hw.EAGLEEYE_HW_GPU_RETIRED_PAGES_PENDING, H100) == 0
+    assert _of(points, hw.EAGLEEYE_HW_GPU_XID, H100, **{hw.EAGLEEYE_HW_GPU_XID_CODE: 79}) == 1
+    assert _of(points, hw.EAGLEEYE_HW_GPU_XID, H100, **{hw.EAGLEEYE_HW_GPU_XID_CODE: 13}) == 2
+
+
+def test_one_series_per_known_clock_event_reason_plus_unknown_active_ones(collected):
+    points, _ = collected
+    reasons = {
+        dict(a)[hw.EAGLEEYE_HW_GPU_CLOCK_EVENT_REASON]: v
+        for a, v in points[hw.EAGLEEYE_HW_GPU_CLOCK_EVENT_ACTIVE].items()
+        if dict(a)[hw.HW_ID] == H100.id
+    }
+    assert set(reasons) == {*hw.CLOCK_EVENT_REASONS, "something_new"}
+    assert {reason for reason, value in reasons.items() if value} == {"sw_power_cap", "something_new"}
+
+
+def test_status_is_one_series_per_state(collected):
+    points, _ = collected
+    states = {dict(a)[hw.HW_STATE]: v for a, v in points[hw.HW_STATUS].items() if dict(a)[hw.HW_ID] == H100.id}
+    assert states == {"ok": 0, "degraded": 0, "failed": 0, "predicted_failure": 1}
+
+
+def test_a_lost_gpu_reports_its_state_and_identity_not_values(collected):
+    points, _ = collected
+    lost = {name: [dict(a) for a in series if dict(a).get(hw.HW_ID) == LOST.id] for name, series in points.items()}
+    assert {name for name, series in lost.items() if series} == {hw.HW_STATUS, hw.EAGLEEYE_HW_GPU_XID}
+    assert _of(points, hw.HW_STATUS, LOST, **{hw.HW_STATE: "failed"}) == 1
+    assert _of(points, hw.HW_STATUS, LOST, **{hw.HW_STATE: "ok"}) == 0
+    assert lost[hw.HW_STATUS][0][hw.EAGLEEYE_HW_PCI_BUS_ID] == "0000:5e:00.0"
+    assert _of(points, hw.EAGLEEYE_HW_GPU_XID, LOST, **{hw.EAGLEEYE_HW_GPU_XID_CODE: 79}) == 1
+
+
+def test_npu_values(collected):
+    points, _ = collected
+    assert _of(points, hw.HW_STATUS, ASCEND, **{hw.HW_STATE: "failed"}) == 1
+    assert _of(points, hw.EAGLEEYE_HW_NPU_HEALTH, ASCEND) == 2
+    codes = {
+        dict(a)[hw.EAGLEEYE_HW_NPU_ERROR_CODE]: v
+        for a, v in points[hw.EAGLEEYE_HW_NPU_ERROR_CODE_ACTIVE].items()
+        if dict(a)[hw.HW_ID] == ASCEND.id
+    }
+    assert codes == {"0x80E01801": 1, "0x80E18402": 1}
+    assert _of(points, hw.HW_TEMPERATURE, ASCEND, **{hw.HW_SENSOR_LOCATION: "die"}) == 55.0
+    assert _of(points, hw.HW_POWER, ASCEND) == 88.5
+    assert _of(points, hw.EAGLEEYE_HW_NPU_UTILIZATION, ASCEND, **{hw.EAGLEEYE_HW_NPU_COMPONENT: "aicore"}) == 0.5
+    assert _of(points, hw.EAGLEEYE_HW_NPU_UTILIZATION, ASCEND, **{hw.EAGLEEYE_HW_NPU_COMPONENT: "npu"}) == 0.6
+    assert _of(points, hw.EAGLEEYE_HW_NPU_MEMORY_USAGE, ASCEND) == 16 * 2**30
+    assert _of(points, hw.EAGLEEYE_HW_NPU_MEMORY_LIMIT, ASCEND) == 64 * 2**30
+    assert _of(points, hw.EAGLEEYE_HW_CLOCK_FREQUENCY, ASCEND, **{hw.EAGLEEYE_HW_CLOCK_DOMAIN: "aicore"}) == 1.8e9
+    assert dict(next(iter(points[hw.EAGLEEYE_HW_NPU_HEALTH])))[hw.HW_NAME] == "NPU 0"
+
+
+def test_node_metrics(collected):
+    points, _ = collected
+    assert _of(points, hw.EAGLEEYE_HW_DEVICES, None, **{hw.HW_TYPE: "gpu"}) == 2
+    assert _of(points, hw.EAGLEEYE_HW_DEVICES, None, **{hw.HW_TYPE: "npu"}) == 1
+    kind, code, device = hw.EAGLEEYE_KERNEL_LOG_KIND, hw.EAGLEEYE_KERNEL_LOG_CODE, hw.EAGLEEYE_KERNEL_LOG_DEVICE
+    events = {frozenset(dict(a).items()): v for a, v in points[hw.EAGLEEYE_KERNEL_LOG_EVENTS].items()}
+    assert events == {
+        frozenset({kind: "xid", code: "79", device: "0000:5e:00.0"}.items()): 2,
+        frozenset({kind: "sxid", code: "20034"}.items()): 1,
+    }
+    assert _of(points, hw.EAGLEEYE_KERNEL_LOG_MALFORMED_LINES, None) == 4
+
+
+def test_a_node_without_accelerators_still_reports_zero_devices():
+    reader, _ = _registered(Sweep(node="cpu-only", taken_at=1.0))
+    points, _ = _collect(reader)
+    assert {name for name, series in points.items() if series} == {hw.EAGLEEYE_HW_DEVICES}
+    assert set(points[hw.EAGLEEYE_HW_DEVICES].values()) == {0}
+
+
+def test_one_sweep_per_collection_however_many_instruments():
+    reader, calls = _registered(SWEEP, max_age_s=0.0)
+    for expected in (1, 2, 3):
+        reader.get_metrics_data()
+        assert calls[0] == expected
+
+
+def test_two_readers_within_max_age_share_one_sweep():
+    first, second = InMemoryMetricReader(), InMemoryMetricReader()
+    calls = []
+    register_hardware_metrics(
+        MeterProvider(metric_readers=[first, second], shutdown_on_exit=False),
+        lambda: calls.append(1) or SWEEP,
+        max_age_s=60.0,
+    )
+    first.get_metrics_data()
+    second.get_metrics_data()
+    assert len(calls) == 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sweep_cache_shares_within_max_age_and_renews_after():
+    clock, taken = _Clock(), []
+    cache = SweepCache(lambda: taken.append(1) or SWEEP, max_age_s=0.5, clock=clock)
+    for name in ("a", "b", "c"):  # one collection
+        assert cache.get(name) is SWEEP
+    clock.now += 0.2
+    for name in ("a", "b", "c"):  # another reader, 0.2 s later: shared
+        cache.get(name)
+    assert len(taken) == 1
+    clock.now += 0.5
+    cache.get("a")  # a collection 0.7 s after the sweep: renewed
+    cache.get("b")
+    assert len(taken) == 2 and cache.sweeps == 2
+
+
+def test_a_collection_slower_than_max_age_still_sees_one_sweep():
+    clock, taken = _Clock(), []
+    cache = SweepCache(lambda: taken.append(1) or SWEEP, max_age_s=0.5, clock=clock)
+    for name in ("a", "b", "c"):
+        cache.get(name)
+        clock.now += 1.0
+    assert len(taken) == 1
+
+
+def test_a_failing_sweep_reports_nothing_and_the_next_collection_retries(caplog):
+    outcomes = [SWEEP, None]
+
+    def take() -> Sweep:
+        outcome = outcomes.pop()
+        if outcome is None:
+            raise RuntimeError("driver exploded")
+        return outcome
+
+    reader = InMemoryMetricReader()
+    register_hardware_metrics(_provider(reader), take, max_age_s=0.0)
+    assert not any(series for series in _collect(reader)[0].values())
+    assert "hardware sweep failed" in caplog.text
+    assert _collect(reader)[0][hw.EAGLEEYE_HW_DEVICES]
+
+
+def test_concurrent_collections_take_at_most_one_sweep_each():
+    calls = []
+    readers = [InMemoryMetricReader() for _ in range(4)]
+    register_hardware_metrics(
+        MeterProvider(metric_readers=readers, shutdown_on_exit=False),
+        lambda: calls.append(1) or SWEEP,
+        max_age_s=60.0,
+    )
+    threads = [threading.Thread(target=reader.get_metrics_data) for reader in readers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "state"),
+    [
+        ({}, "ok"),
+        ({"status": DeviceStatus.RESET_REQUIRED}, "failed"),
+        ({"status": DeviceStatus.ERROR}, "degraded"),
+        ({"remapped_rows_failure": True}, "failed"),
+        ({"recovery_action": 2}, "failed"),
+        ({"recovery_action": 3}, "degraded"),
+        ({"retired_pages_pending": True}, "predicted_failure"),
+    ],
+)
+def test_gpu_state(changes, state):
+    reading = dataclasses.replace(GPU, remapped_rows_pending=False, **changes)
+    assert gpu_state(reading) == state
+
+
+@pytest.mark.parametrize(
+    ("changes", "state"),
+    [
+        ({"health": 0}, "ok"),
+        ({"health": 1}, "degraded"),
+        ({"health": 3}, "failed"),
+        ({"health": None, "status": DeviceStatus.LOST}, "failed"),
+        ({"health": None, "status": DeviceStatus.ERROR}, "degraded"),
+    ],
+)
+def test_npu_state(changes, state):
+    assert npu_state(dataclasses.replace(NPU, **changes)) == state
+
+
+def test_every_metric_reads_the_sources_the_table_names():
+    from eagleeye_otel.receivers.hardware import _instruments
+
+    for metric in hw.HARDWARE_METRICS:
+        read_from = {
+            source
+            for source, reads in (
+                (hw.HW_TYPE_GPU, _instruments._GPU),
+                (hw.HW_TYPE_NPU, _instruments._NPU),
+                (hw.NODE, _instruments._NODE),
+            )
+            if metric.name in reads
+        }
+        assert read_from == set(metric.sources), metric.name
