@@ -135,3 +135,49 @@ EAGLEEYE_METRICS_DISABLE: Final = "EAGLEEYE_METRICS_DISABLE"
 
 Comma-separated vLLM metric names not to record. A name in both lists is an error.
 """
+
+EAGLEEYE_NODE_NAME: Final = "EAGLEEYE_NODE_NAME"
+"""
+.. envvar:: EAGLEEYE_NODE_NAME
+
+The node the hardware monitor reports for: the ``<node>`` of its NATS subject and its ``host.name``. Default:
+``NODE_NAME`` (set it from the Kubernetes downward API, ``spec.nodeName``), else the host name.
+"""
+
+EAGLEEYE_HARDWARE_SUBJECT_PREFIX: Final = "EAGLEEYE_HARDWARE_SUBJECT_PREFIX"
+"""
+.. envvar:: EAGLEEYE_HARDWARE_SUBJECT_PREFIX
+
+The hardware monitor publishes OTLP metrics on ``<prefix>.<node>``. Default ``eagle_eye.hardware``.
+"""
+
+EAGLEEYE_NVML_LIBRARY: Final = "EAGLEEYE_NVML_LIBRARY"
+"""
+.. envvar:: EAGLEEYE_NVML_LIBRARY
+
+Path of the ``libnvidia-ml.so.1`` the hardware monitor loads. Default: the dynamic loader's search.
+"""
+
+EAGLEEYE_DCMI_LIBRARY: Final = "EAGLEEYE_DCMI_LIBRARY"
+"""
+.. envvar:: EAGLEEYE_DCMI_LIBRARY
+
+Path of the Huawei Ascend ``libdcmi.so`` the hardware monitor loads. Default: the loader's search path, then the
+Ascend driver's install directories.
+"""
+
+EAGLEEYE_KERNEL_LOG: Final = "EAGLEEYE_KERNEL_LOG"
+"""
+.. envvar:: EAGLEEYE_KERNEL_LOG
+
+Where the hardware monitor reads kernel-log events: ``auto`` (default: ``/dev/kmsg`` under the host root, else the
+``dmesg`` command), ``off``, or the path of a log file to follow.
+"""
+
+EAGLEEYE_HOST_ROOT: Final = "EAGLEEYE_HOST_ROOT"
+"""
+.. envvar:: EAGLEEYE_HOST_ROOT
+
+Where the host's filesystem is mounted in the hardware monitor's container (``/hostfs``), for ``/dev/kmsg`` and the
+Ascend driver's ``version.info``. Default ``/``.
+"""

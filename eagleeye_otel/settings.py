@@ -1,8 +1,9 @@
 """Eagle Eye's settings, read once from the environment and validated.
 
-:meth:`Settings.from_env` is the only code in Eagle Eye that reads ``os.environ``. A bad value raises
-:class:`~eagleeye_otel.errors.ConfigError` naming the variable, so a service stops at start and vLLM's plugin can
-log one clear error and stay out of the way.
+:meth:`Settings.from_env` is the only code in Eagle Eye that reads ``os.environ`` (with
+:meth:`HardwareSettings.from_env`, kept apart so that a bad hardware-monitor setting never turns off the vLLM
+plugin's publishing). A bad value raises :class:`~eagleeye_otel.errors.ConfigError` naming the variable, so a
+service stops at start and vLLM's plugin can log one clear error and stay out of the way.
 """
 
 from __future__ import annotations
@@ -18,19 +19,30 @@ from urllib.parse import urlsplit
 from eagleeye_otel import environment_variables as ev
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.semconv import (
+    DEFAULT_HARDWARE_SUBJECT_PREFIX,
     DEFAULT_METRICS_SUBJECT,
     DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
     DEFAULT_ROUTING_SUBJECT,
     VLLM_METRICS,
 )
 
-__all__ = ["DEFAULT_NATS_URL", "MetricsSettings", "NatsSettings", "RoutingSettings", "Settings", "default_instance_id"]
+__all__ = [
+    "DEFAULT_NATS_URL",
+    "HardwareSettings",
+    "MetricsSettings",
+    "NatsSettings",
+    "RoutingSettings",
+    "Settings",
+    "default_instance_id",
+    "subject_token",
+]
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 """Where publishers look for NATS when :envvar:`EAGLEEYE_NATS_URL` is unset: the port ``eagle-eye up`` uses."""
 
 _NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 _SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_\-]")
 _MAX_HEARTBEAT_S = 60.0
 
 
@@ -147,6 +159,75 @@ class Settings:
             # Routers decode every message on the routing subject as JSON; OTLP protobuf there would break them.
             raise ConfigError(ev.EAGLEEYE_METRICS_SUBJECT, metrics.subject, "must differ from the routing subject")
         return cls(nats=nats, routing=routing, metrics=metrics)
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    """What the hardware monitor reads and where it publishes.
+
+    Attributes:
+        node_name: the node reported for (``host.name``; ``<node>`` of the subject).
+        k8s_node_name: the Kubernetes node name when ``NODE_NAME`` gave one, for ``k8s.node.name``.
+        subject_prefix: metrics go to ``<prefix>.<node>`` (:attr:`subject`).
+        nvml_library: a ``libnvidia-ml.so.1`` to load instead of the loader's search.
+        dcmi_library: a ``libdcmi.so`` to load instead of the usual paths.
+        kernel_log: ``auto``, ``off``, or a log file path.
+        host_root: where the host's filesystem is mounted.
+    """
+
+    node_name: str = field(default_factory=socket.gethostname)
+    k8s_node_name: str | None = None
+    subject_prefix: str = DEFAULT_HARDWARE_SUBJECT_PREFIX
+    nvml_library: Path | None = None
+    dcmi_library: Path | None = None
+    kernel_log: str = "auto"
+    host_root: Path = Path("/")
+
+    @property
+    def subject(self) -> str:
+        """The NATS subject of this node's hardware metrics."""
+        return f"{self.subject_prefix}.{subject_token(self.node_name)}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HardwareSettings:
+        """Read and validate the hardware monitor's settings.
+
+        Args:
+            environ: the variables to read; defaults to ``os.environ``.
+
+        Raises:
+            ConfigError: a variable has a value that cannot be used; the error names it.
+        """
+        env = _Env(os.environ if environ is None else environ)
+        k8s_node_name = env.get("NODE_NAME")
+        kernel_log = env.get(ev.EAGLEEYE_KERNEL_LOG) or "auto"
+        if kernel_log not in ("auto", "off"):
+            kernel_log = str(env.path(ev.EAGLEEYE_KERNEL_LOG))
+        host_root = Path(env.get(ev.EAGLEEYE_HOST_ROOT) or "/")
+        if not host_root.is_dir():
+            raise ConfigError(ev.EAGLEEYE_HOST_ROOT, str(host_root), "no such directory")
+        return cls(
+            node_name=env.get(ev.EAGLEEYE_NODE_NAME) or k8s_node_name or socket.gethostname(),
+            k8s_node_name=k8s_node_name,
+            subject_prefix=_subject(
+                ev.EAGLEEYE_HARDWARE_SUBJECT_PREFIX,
+                env.get(ev.EAGLEEYE_HARDWARE_SUBJECT_PREFIX),
+                DEFAULT_HARDWARE_SUBJECT_PREFIX,
+            ),
+            nvml_library=env.path(ev.EAGLEEYE_NVML_LIBRARY),
+            dcmi_library=env.path(ev.EAGLEEYE_DCMI_LIBRARY),
+            kernel_log=kernel_log,
+            host_root=host_root,
+        )
+
+
+def subject_token(name: str) -> str:
+    """``name`` as one NATS subject token: every character but letters, digits, ``-`` and ``_`` becomes ``_``.
+
+    Node names often hold dots (``ip-10-0-0-7.ec2.internal``), which would split ``<prefix>.<node>`` into several
+    tokens and escape a ``<prefix>.*`` subscription.
+    """
+    return _NOT_TOKEN.sub("_", name) or "_"
 
 
 def default_instance_id(environ: Mapping[str, str] | None = None) -> str:
