@@ -20,6 +20,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from eagleeye_otel.exporters.nats._wakeup import LoopWakeup
 from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.routing import RoutingMessage
 from eagleeye_otel.settings import NatsSettings, RoutingSettings
@@ -78,6 +79,7 @@ class RoutingPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken = False  # set on the publisher loop by _wake(); read and cleared by _publish_forever()
         self._waiter: asyncio.Future[None] | None = None
+        self._wakeup: LoopWakeup | None = None
         self._thread: threading.Thread | None = None
         self._main: asyncio.Task[None] | None = None
         self._nc: Client | None = None
@@ -98,8 +100,7 @@ class RoutingPublisher:
         The message's ``seq`` is assigned when it is sent. Calls from a forked child, or after :meth:`stop`,
         are ignored: the connection belongs to the process that started it.
         """
-        loop = self._loop
-        if loop is None or os.getpid() != self._pid:
+        if self._loop is None or os.getpid() != self._pid:
             return
         self._offered += 1
         latest = self._latest
@@ -109,10 +110,9 @@ class RoutingPublisher:
         latest[message.engine] = message
         if not self._wake_pending:
             self._wake_pending = True
-            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per call on vLLM's loop
-                loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop closed under us: stop() ran on another thread
-                pass
+            wakeup = self._wakeup
+            if wakeup is not None:
+                wakeup.wake()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -161,6 +161,7 @@ class RoutingPublisher:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._main = loop.create_task(self._serve())
+        self._wakeup = LoopWakeup(loop, self._wake)
         self._loop = loop
         started.set()
         try:
@@ -168,6 +169,7 @@ class RoutingPublisher:
         except asyncio.CancelledError:
             pass
         finally:
+            self._wakeup.detach()
             loop.run_until_complete(self._close())
             loop.close()
 
