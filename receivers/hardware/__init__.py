@@ -2,6 +2,9 @@
 
 from eagleeye_otel.receivers.hardware._cgroup import CGROUP_METER_NAME, register_cgroup_metrics
 from eagleeye_otel.receivers.hardware._dcmi import DcmiSource
+from eagleeye_otel.receivers.hardware._kmsg import KernelLogReader, open_kernel_log
+from eagleeye_otel.receivers.hardware._kmsg_parser import MalformedLine, parse_line
+from eagleeye_otel.receivers.hardware._kmsg_sources import DmesgSource, FileSource, KernelLogSource, KmsgSource
 from eagleeye_otel.receivers.hardware._system import (
     SYSTEM_METRICS_CONFIG,
     SystemMetricsHandle,
@@ -12,7 +15,15 @@ __all__ = [
     "CGROUP_METER_NAME",
     "SYSTEM_METRICS_CONFIG",
     "DcmiSource",
+    "DmesgSource",
+    "FileSource",
+    "KernelLogReader",
+    "KernelLogSource",
+    "KmsgSource",
+    "MalformedLine",
     "SystemMetricsHandle",
     "instrument_system_metrics",
+    "open_kernel_log",
+    "parse_line",
     "register_cgroup_metrics",
 ]

@@ -144,6 +144,8 @@ class KernelLogSummary:
     last_messages: dict[tuple[KernelEventKind, str, str | None], str]
     malformed: int
     lines: int
+    overflow: int = 0  # events not keyed because the reader already held its maximum number of keys
+    lost: int = 0  # kmsg records overwritten in the ring buffer before they were read
 
 
 @dataclass(frozen=True)
