@@ -119,7 +119,7 @@ def _identity(identity: DeviceIdentity) -> _Attributes:
     """The identity attributes of a device; constant, so built once per device."""
     attributes = {
         hw.HW_ID: identity.id,
-        hw.HW_NAME: f"{identity.type.upper()} {identity.index}",
+        hw.HW_NAME: f"{identity.type.upper()} {identity.index}" if identity.index >= 0 else identity.id,
         hw.HW_TYPE: identity.type,
         hw.HW_VENDOR: identity.vendor,
         hw.HW_MODEL: identity.model,
