@@ -5,6 +5,13 @@ from eagleeye_otel.receivers.hardware._dcmi import DcmiSource
 from eagleeye_otel.receivers.hardware._kmsg import KernelLogReader, open_kernel_log
 from eagleeye_otel.receivers.hardware._kmsg_parser import MalformedLine, parse_line
 from eagleeye_otel.receivers.hardware._kmsg_sources import DmesgSource, FileSource, KernelLogSource, KmsgSource
+from eagleeye_otel.receivers.hardware._nvml import NvmlSource, XidCounts
+from eagleeye_otel.receivers.hardware._nvml_events import NvmlEvent, NvmlEventWatcher
+from eagleeye_otel.receivers.hardware._nvml_readers import (
+    CLOCK_EVENT_REASONS,
+    decode_clock_event_reasons,
+    normalise_pci_bus_id,
+)
 from eagleeye_otel.receivers.hardware._system import (
     SYSTEM_METRICS_CONFIG,
     SystemMetricsHandle,
@@ -13,6 +20,7 @@ from eagleeye_otel.receivers.hardware._system import (
 
 __all__ = [
     "CGROUP_METER_NAME",
+    "CLOCK_EVENT_REASONS",
     "SYSTEM_METRICS_CONFIG",
     "DcmiSource",
     "DmesgSource",
@@ -21,8 +29,14 @@ __all__ = [
     "KernelLogSource",
     "KmsgSource",
     "MalformedLine",
+    "NvmlEvent",
+    "NvmlEventWatcher",
+    "NvmlSource",
     "SystemMetricsHandle",
+    "XidCounts",
+    "decode_clock_event_reasons",
     "instrument_system_metrics",
+    "normalise_pci_bus_id",
     "open_kernel_log",
     "parse_line",
     "register_cgroup_metrics",

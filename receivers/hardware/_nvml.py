@@ -1,0 +1,307 @@
+"""NVIDIA GPU readings through NVML, using the real ``pynvml`` binding (package ``nvidia-ml-py``).
+
+``pynvml`` is imported only when a source opens, so nodes without the ``nvidia`` extra import this module freely.
+The calls of a sweep and their unit conversions are in ``_nvml_readers``; readings leave in SI units. A function a
+device answers with ``NOT_SUPPORTED`` or ``NO_PERMISSION`` is remembered and never called on that device again;
+``GPU_IS_LOST``, ``RESET_REQUIRED`` and repeated ``UNKNOWN`` become the device's status, never an exception, and
+the other GPUs keep being read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from eagleeye_otel.errors import HardwareUnavailable
+from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.receivers.hardware._model import DeviceIdentity, DeviceStatus, GpuReading
+from eagleeye_otel.receivers.hardware._nvml_readers import (
+    CAPABILITY_CODES,
+    GPU_IS_LOST,
+    READERS,
+    RESET_REQUIRED,
+    UNKNOWN,
+    DeviceState,
+    Reader,
+    normalise_pci_bus_id,
+)
+
+__all__ = ["NvmlSource", "XidCounts"]
+
+_logger = logging.getLogger(__name__)
+
+_LIBRARY = "libnvidia-ml.so.1"
+_UNKNOWN_SWEEPS_LOST = 3
+"""Sweeps in a row answered ``NVML_ERROR_UNKNOWN`` after which a GPU counts as lost (hardware.md 2.6)."""
+
+_DRIVER_NOT_LOADED, _LIBRARY_NOT_FOUND = 9, 12
+
+
+class XidCounts:
+    """Xid events seen per GPU UUID since start; the event watcher adds, each sweep reads (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[int, int]] = {}
+
+    def add(self, device_id: str, xid: int) -> None:
+        """Count one Xid event of ``device_id``."""
+        with self._lock:
+            per_device = self._counts.setdefault(device_id, {})
+            per_device[xid] = per_device.get(xid, 0) + 1
+
+    def snapshot(self, device_id: str) -> dict[int, int]:
+        """A copy of the counts of ``device_id`` by Xid number."""
+        with self._lock:
+            return dict(self._counts.get(device_id, {}))
+
+
+class _DeviceDown(Exception):
+    """A call said the whole device is unusable this sweep; carries the status and the call that said so."""
+
+    def __init__(self, status: DeviceStatus, detail: str, *, unknown: bool = False) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.unknown = unknown
+
+
+def _import_pynvml() -> Any:
+    try:
+        import pynvml  # type: ignore[import-untyped]  # noqa: PLC0415 (optional extra, imported on open)
+    except ImportError as error:
+        raise HardwareUnavailable(f"pynvml is not installed (pip install 'eagle-eye[nvidia]'): {error}") from error
+    return pynvml
+
+
+def _down(status: DeviceStatus, call: str, error: Exception, *, unknown: bool = False) -> _DeviceDown:
+    return _DeviceDown(status, f"{call}: {error}", unknown=unknown)
+
+
+def _classify(call: str, error: Any) -> _DeviceDown | None:
+    """The device-wide meaning of an ``NVMLError`` from ``call``, or None when only that value is lost."""
+    code = error.value
+    if code == GPU_IS_LOST:
+        return _down(DeviceStatus.LOST, call, error)
+    if code == RESET_REQUIRED:
+        return _down(DeviceStatus.RESET_REQUIRED, call, error)
+    if code == UNKNOWN:
+        return _down(DeviceStatus.ERROR, call, error, unknown=True)
+    return None
+
+
+class NvmlSource:
+    """The GPUs of this node as NVML sees them; create with :meth:`open`, read with :meth:`sweep`.
+
+    Thread-safe: sweeps are serialised, and the event watcher only touches :attr:`xid_counts`.
+    """
+
+    def __init__(
+        self, nvml: Any, devices: list[DeviceState], driver_version: str | None, nvml_version: str | None
+    ) -> None:
+        self._nvml = nvml
+        self._devices = devices
+        self._lock = threading.Lock()
+        self._closed = False
+        self._limiter = LogLimiter(_logger)
+        self.driver_version = driver_version
+        self.nvml_version = nvml_version
+        self.xid_counts = XidCounts()
+        """Fed by an :class:`~eagleeye_otel.receivers.hardware.NvmlEventWatcher`; read into each sweep."""
+
+    @classmethod
+    def open(cls, library_path: str | None = None) -> NvmlSource:
+        """Load NVML, initialise it and read each GPU's identity once.
+
+        Args:
+            library_path: a ``libnvidia-ml.so.1`` to use instead of the loader's search (a host driver mounted
+                into a container at an unusual place). It is loaded before ``nvmlInit`` so that pynvml's own
+                ``dlopen("libnvidia-ml.so.1")`` finds it by its soname; pynvml loads NVML once per process, so a
+                path given after an earlier open has no effect.
+
+        Returns:
+            an open source; :meth:`close` it to release NVML (``nvmlInit`` is reference-counted).
+
+        Raises:
+            HardwareUnavailable: pynvml or the library is missing, the driver is not loaded, or there is no GPU.
+        """
+        nvml = _import_pynvml()
+        tried = library_path or f"{_LIBRARY} on the dynamic loader's search path"
+        if library_path is not None:
+            try:
+                ctypes.CDLL(library_path, mode=ctypes.RTLD_GLOBAL)
+            except OSError as error:
+                raise HardwareUnavailable(f"NVML library {library_path} could not be loaded: {error}") from error
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as error:
+            if error.value == _LIBRARY_NOT_FOUND:
+                raise HardwareUnavailable(f"NVML library not found (tried {tried})") from error
+            if error.value == _DRIVER_NOT_LOADED:
+                raise HardwareUnavailable(f"NVIDIA driver not loaded (nvmlInit: {error})") from error
+            raise HardwareUnavailable(f"nvmlInit failed with NVML error {error.value}: {error}") from error
+        try:
+            count = nvml.nvmlDeviceGetCount()
+            if count == 0:
+                raise HardwareUnavailable("NVML reports no GPU on this node")
+            source = cls(
+                nvml,
+                [
+                    DeviceState(
+                        index, DeviceIdentity(id=f"nvml-index-{index}", type="gpu", vendor="nvidia", index=index)
+                    )
+                    for index in range(count)
+                ],
+                cls._system_string(nvml, "nvmlSystemGetDriverVersion"),
+                cls._system_string(nvml, "nvmlSystemGetNVMLVersion"),
+            )
+        except HardwareUnavailable:
+            nvml.nvmlShutdown()
+            raise
+        except nvml.NVMLError as error:
+            nvml.nvmlShutdown()
+            raise HardwareUnavailable(f"nvmlDeviceGetCount failed with NVML error {error.value}: {error}") from error
+        for device in source._devices:
+            try:
+                source._attach(device)
+            except _DeviceDown as down:
+                source._set_status(device, down.status, down.detail)
+        return source
+
+    @staticmethod
+    def _system_string(nvml: Any, function: str) -> str | None:
+        try:
+            return str(getattr(nvml, function)())
+        except nvml.NVMLError as error:
+            _logger.info("%s unavailable: %s", function, error)
+            return None
+
+    def _attach(self, device: DeviceState) -> None:
+        """Take the device's handle and read its identity.
+
+        Raises:
+            _DeviceDown: the GPU cannot be reached; it keeps a placeholder identity and is tried again next sweep.
+        """
+        nvml = self._nvml
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(device.index)
+            uuid = str(nvml.nvmlDeviceGetUUID(handle))
+        except nvml.NVMLError as error:
+            call = "nvmlDeviceGetHandleByIndex/nvmlDeviceGetUUID"
+            raise _classify(call, error) or _down(DeviceStatus.ERROR, call, error) from error
+
+        def text(function: str) -> str | None:
+            try:
+                return str(getattr(nvml, function)(handle)) or None
+            except nvml.NVMLError as error:
+                _logger.debug("NVML GPU %s: %s unavailable: %s", uuid, function, error)
+                return None
+
+        pci_bus_id = None
+        try:
+            bus_id = nvml.nvmlDeviceGetPciInfo(handle).busId  # bytes in older pynvml releases, str in newer
+            pci_bus_id = normalise_pci_bus_id(bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id))
+        except (nvml.NVMLError, ValueError) as error:
+            _logger.debug("NVML GPU %s: PCI bus id unavailable: %s", uuid, error)
+        device.handle = handle
+        device.identity = DeviceIdentity(
+            id=uuid,
+            type="gpu",
+            vendor="nvidia",
+            index=device.index,
+            model=text("nvmlDeviceGetName"),
+            serial=text("nvmlDeviceGetSerial"),
+            pci_bus_id=pci_bus_id,
+            driver_version=self.driver_version,
+            firmware_version=text("nvmlDeviceGetVbiosVersion"),
+        )
+
+    @property
+    def devices(self) -> tuple[DeviceIdentity, ...]:
+        """Every GPU NVML enumerated at open, in NVML index (PCI) order."""
+        return tuple(device.identity for device in self._devices)
+
+    @property
+    def handles(self) -> Mapping[str, Any]:
+        """pynvml device handles by GPU UUID, for the event watcher."""
+        return {d.identity.id: d.handle for d in self._devices if d.handle is not None}
+
+    @property
+    def nvml(self) -> Any:
+        """The pynvml module this source opened."""
+        return self._nvml
+
+    def sweep(self) -> tuple[GpuReading, ...]:
+        """Read every GPU once; a GPU that fails is reported with its status, never raised."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("NvmlSource is closed")
+            return tuple(self._read(device) for device in self._devices)
+
+    def _read(self, device: DeviceState) -> GpuReading:
+        values: dict[str, Any] = {}
+        try:
+            if device.handle is None:
+                self._attach(device)
+            for call, reader in READERS:
+                if call not in device.unsupported:
+                    values.update(self._call(device, call, reader))
+        except _DeviceDown as down:
+            device.unknown_sweeps = device.unknown_sweeps + 1 if down.unknown else 0
+            status, detail = down.status, down.detail
+            if device.unknown_sweeps >= _UNKNOWN_SWEEPS_LOST:
+                status, detail = DeviceStatus.LOST, f"{detail} ({device.unknown_sweeps} sweeps in a row)"
+            self._set_status(device, status, detail)
+            return GpuReading(
+                identity=device.identity,
+                status=status,
+                detail=detail,
+                xid_counts=self.xid_counts.snapshot(device.identity.id),
+            )
+        device.unknown_sweeps = 0
+        self._set_status(device, DeviceStatus.OK, None)
+        return GpuReading(identity=device.identity, xid_counts=self.xid_counts.snapshot(device.identity.id), **values)
+
+    def _call(self, device: DeviceState, call: str, reader: Reader) -> dict[str, Any]:
+        """One reader: its values, or none when it failed for this value alone."""
+        nvml = self._nvml
+        try:
+            return reader(nvml, device)
+        except nvml.NVMLError as error:
+            if error.value in CAPABILITY_CODES:
+                device.unsupported.add(call)
+                _logger.debug("NVML GPU %s: %s unsupported (%s); not asked again", device.identity.id, call, error)
+                return {}
+            down = _classify(call, error)
+            if down is not None:
+                raise down from error
+            self._limiter.warning("NVML GPU %s: %s failed: %s", device.identity.id, call, error)
+        except Exception:
+            self._limiter.warning("NVML GPU %s: %s failed", device.identity.id, call, exc_info=True)
+        return {}
+
+    def _set_status(self, device: DeviceState, status: DeviceStatus, detail: str | None) -> None:
+        if status is not device.status:
+            log = _logger.info if status is DeviceStatus.OK else _logger.warning
+            log("NVML GPU %s: %s -> %s (%s)", device.identity.id, device.status.value, status.value, detail)
+            device.status = status
+
+    def close(self) -> None:
+        """Release this source's NVML reference; later calls do nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._nvml.nvmlShutdown()
+            except self._nvml.NVMLError as error:
+                _logger.warning("nvmlShutdown failed: %s", error)
+
+    def __enter__(self) -> NvmlSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

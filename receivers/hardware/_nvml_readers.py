@@ -1,0 +1,198 @@
+"""The NVML calls of one GPU sweep, each converting its driver unit to SI, plus the decoders they share.
+
+Kept apart from the source's lifecycle so that the table of calls reads as the list of signals (hardware.md 2.3).
+Each reader takes the pynvml module and a :class:`DeviceState` and returns ``GpuReading`` keyword arguments; it
+raises pynvml's ``NVMLError`` as it comes, the source decides what the error means.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.receivers.hardware._model import DeviceIdentity, DeviceStatus
+
+__all__ = [
+    "CAPABILITY_CODES",
+    "CLOCK_EVENT_REASONS",
+    "GPU_IS_LOST",
+    "READERS",
+    "RESET_REQUIRED",
+    "UNKNOWN",
+    "DeviceState",
+    "Reader",
+    "decode_clock_event_reasons",
+    "normalise_pci_bus_id",
+]
+
+_logger = logging.getLogger(__name__)
+
+# NVML return codes (nvml.h; the same in every pynvml release).
+INVALID_ARGUMENT, NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND = 2, 3, 4, 13
+GPU_IS_LOST, RESET_REQUIRED, UNKNOWN = 15, 16, 999
+CAPABILITY_CODES = frozenset({NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND})
+"""Answers about what a device (or driver) can do, not about its health: stop asking."""
+
+CLOCK_EVENT_REASONS: Mapping[int, str] = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+"""``nvmlDeviceGetCurrentClocksEventReasons`` bits (hardware.md 2.4) and the names readings carry."""
+
+_KIB = 1024  # NVML's PCIe throughput "KB/s" are KiB/s, as nvidia-smi dmon and nvitop read them.
+
+_FIELDS: Mapping[int, tuple[str, Callable[[float], Any]]] = {
+    82: ("memory_temperature_c", float),  # NVML_FI_DEV_MEMORY_TEMP
+    3: ("ecc_corrected_volatile", int),  # NVML_FI_DEV_ECC_SBE_VOL_TOTAL
+    4: ("ecc_uncorrected_volatile", int),  # NVML_FI_DEV_ECC_DBE_VOL_TOTAL
+    5: ("ecc_corrected_aggregate", int),  # NVML_FI_DEV_ECC_SBE_AGG_TOTAL
+    6: ("ecc_uncorrected_aggregate", int),  # NVML_FI_DEV_ECC_DBE_AGG_TOTAL
+    29: ("retired_pages_sbe", int),  # NVML_FI_DEV_RETIRED_SBE
+    30: ("retired_pages_dbe", int),  # NVML_FI_DEV_RETIRED_DBE
+    31: ("retired_pages_pending", bool),  # NVML_FI_DEV_RETIRED_PENDING
+    142: ("remapped_rows_correctable", int),  # NVML_FI_DEV_REMAPPED_COR
+    143: ("remapped_rows_uncorrectable", int),  # NVML_FI_DEV_REMAPPED_UNC
+    144: ("remapped_rows_pending", bool),  # NVML_FI_DEV_REMAPPED_PENDING
+    145: ("remapped_rows_failure", bool),  # NVML_FI_DEV_REMAPPED_FAILURE
+    94: ("pcie_replays", int),  # NVML_FI_DEV_PCIE_REPLAY_COUNTER
+    230: ("recovery_action", int),  # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION
+}
+"""Counters read in one ``nvmlDeviceGetFieldValues`` call per GPU: field id -> (reading attribute, conversion)."""
+
+_NVLINK_FIELDS: Mapping[int, str] = {38: "crc_flit", 45: "crc_data", 52: "replay", 59: "recovery"}
+"""NVLink error totals over all links (``NVML_FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL``), keyed as in readings."""
+
+_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
+"""``nvmlValue_t`` union members indexed by ``nvmlValueType_t``."""
+
+_field_limiter = LogLimiter(_logger)
+
+
+def decode_clock_event_reasons(mask: int) -> frozenset[str]:
+    """Name the bits of a clock event reason mask; a bit this table does not know is kept as ``unknown_0x...``."""
+    names = {name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit}
+    unknown = mask & ~sum(CLOCK_EVENT_REASONS)
+    names.update(f"unknown_{1 << bit:#x}" for bit in range(64) if unknown >> bit & 1)
+    return frozenset(names)
+
+
+def normalise_pci_bus_id(bus_id: str) -> str:
+    """NVML's ``00000000:3B:00.0`` as the kernel writes it, ``0000:3b:00.0``, to match sysfs and dmesg."""
+    domain, bus, rest = bus_id.strip().split(":")
+    device, function = rest.split(".")
+    return f"{int(domain, 16):04x}:{int(bus, 16):02x}:{int(device, 16):02x}.{int(function, 16):x}"
+
+
+@dataclass
+class DeviceState:
+    """What the source remembers about one GPU between sweeps."""
+
+    index: int
+    identity: DeviceIdentity
+    handle: Any = None
+    unsupported: set[str] = field(default_factory=set)
+    """Reader names the device refused; never called again."""
+    field_ids: list[int] = field(default_factory=lambda: [*_FIELDS, *_NVLINK_FIELDS])
+    """Field ids still asked for; an entry answered NOT_SUPPORTED is dropped."""
+    unknown_sweeps: int = 0
+    status: DeviceStatus = DeviceStatus.OK
+
+
+Reader = Callable[[Any, DeviceState], dict[str, Any]]
+
+
+def _scalar(
+    attribute: str,
+    function: str,
+    argument: str | None = None,
+    *,
+    scale: float = 1.0,
+    convert: Callable[[float], Any] = float,
+) -> tuple[str, Reader]:
+    """A reader of one number: ``pynvml.<function>(handle[, pynvml.<argument>]) * scale``."""
+
+    def read(nvml: Any, device: DeviceState) -> dict[str, Any]:
+        args = (device.handle,) if argument is None else (device.handle, getattr(nvml, argument))
+        return {attribute: convert(getattr(nvml, function)(*args) * scale)}
+
+    return (function if argument is None else f"{function}({argument})"), read
+
+
+def _utilization(nvml: Any, device: DeviceState) -> dict[str, Any]:
+    rates = nvml.nvmlDeviceGetUtilizationRates(device.handle)
+    return {"utilization": rates.gpu / 100, "memory_utilization": rates.memory / 100}
+
+
+def _memory(nvml: Any, device: DeviceState) -> dict[str, Any]:
+    memory = nvml.nvmlDeviceGetMemoryInfo(device.handle)
+    return {"memory_used_bytes": int(memory.used), "memory_total_bytes": int(memory.total)}
+
+
+def _clock_event_reasons(nvml: Any, device: DeviceState) -> dict[str, Any]:
+    mask = nvml.nvmlDeviceGetCurrentClocksEventReasons(device.handle)
+    return {"clock_event_reasons": decode_clock_event_reasons(int(mask))}
+
+
+def _field_values(nvml: Any, device: DeviceState) -> dict[str, Any]:
+    """One batched read of the counters in ``_FIELDS``/``_NVLINK_FIELDS`` the device has not refused.
+
+    Each entry carries its own return code: a capability code, or INVALID_ARGUMENT from a driver older than the
+    field id, drops that field for good; a lost, reset or unknown GPU raises as a whole call would; anything else
+    skips that entry this sweep.
+    """
+    if not device.field_ids:
+        return {}
+    values: dict[str, Any] = {}
+    nvlink: dict[str, int] = {}
+    for entry in nvml.nvmlDeviceGetFieldValues(device.handle, device.field_ids):
+        field_id, code = int(entry.fieldId), int(entry.nvmlReturn)
+        if code in CAPABILITY_CODES or code == INVALID_ARGUMENT:
+            device.field_ids.remove(field_id)
+            continue
+        if code in (GPU_IS_LOST, RESET_REQUIRED, UNKNOWN):
+            raise nvml.NVMLError(code)
+        if code != 0:
+            _field_limiter.warning(
+                "NVML GPU %s: field %d failed: %s", device.identity.id, field_id, nvml.NVMLError(code)
+            )
+            continue
+        number = getattr(entry.value, _VALUE_MEMBERS[entry.valueType])
+        if field_id in _NVLINK_FIELDS:
+            nvlink[_NVLINK_FIELDS[field_id]] = int(number)
+        else:
+            attribute, convert = _FIELDS[field_id]
+            values[attribute] = convert(number)
+    if nvlink:
+        values["nvlink_errors"] = nvlink
+    return values
+
+
+READERS: tuple[tuple[str, Reader], ...] = (
+    ("nvmlDeviceGetUtilizationRates", _utilization),
+    ("nvmlDeviceGetMemoryInfo", _memory),
+    _scalar("temperature_c", "nvmlDeviceGetTemperature", "NVML_TEMPERATURE_GPU"),
+    _scalar("slowdown_temperature_c", "nvmlDeviceGetTemperatureThreshold", "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN"),
+    _scalar("shutdown_temperature_c", "nvmlDeviceGetTemperatureThreshold", "NVML_TEMPERATURE_THRESHOLD_SHUTDOWN"),
+    _scalar("power_w", "nvmlDeviceGetPowerUsage", scale=1e-3),  # mW
+    _scalar("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", scale=1e-3),  # mW
+    _scalar("energy_j", "nvmlDeviceGetTotalEnergyConsumption", scale=1e-3),  # mJ
+    _scalar("sm_clock_hz", "nvmlDeviceGetClockInfo", "NVML_CLOCK_SM", scale=1e6),  # MHz
+    _scalar("memory_clock_hz", "nvmlDeviceGetClockInfo", "NVML_CLOCK_MEM", scale=1e6),  # MHz
+    ("nvmlDeviceGetCurrentClocksEventReasons", _clock_event_reasons),
+    _scalar("pcie_link_generation", "nvmlDeviceGetCurrPcieLinkGeneration", convert=int),
+    _scalar("pcie_link_width", "nvmlDeviceGetCurrPcieLinkWidth", convert=int),
+    _scalar("pcie_tx_bytes_per_s", "nvmlDeviceGetPcieThroughput", "NVML_PCIE_UTIL_TX_BYTES", scale=_KIB),
+    _scalar("pcie_rx_bytes_per_s", "nvmlDeviceGetPcieThroughput", "NVML_PCIE_UTIL_RX_BYTES", scale=_KIB),
+    ("nvmlDeviceGetFieldValues", _field_values),
+)
+"""One entry per NVML call of a sweep; the name is what :attr:`DeviceState.unsupported` remembers."""
