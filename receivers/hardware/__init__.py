@@ -10,7 +10,6 @@ from eagleeye_otel.receivers.hardware._nvml_events import NvmlEvent, NvmlEventWa
 from eagleeye_otel.receivers.hardware._nvml_readers import (
     CLOCK_EVENT_REASONS,
     decode_clock_event_reasons,
-    normalise_pci_bus_id,
 )
 from eagleeye_otel.receivers.hardware._system import (
     SYSTEM_METRICS_CONFIG,
@@ -36,7 +35,6 @@ __all__ = [
     "XidCounts",
     "decode_clock_event_reasons",
     "instrument_system_metrics",
-    "normalise_pci_bus_id",
     "open_kernel_log",
     "parse_line",
     "register_cgroup_metrics",

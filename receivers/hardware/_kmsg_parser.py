@@ -14,8 +14,9 @@ from typing import Final
 
 from eagleeye_otel.errors import EagleEyeError
 from eagleeye_otel.receivers.hardware._model import KernelEvent, KernelEventKind
+from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
 
-__all__ = ["FALLEN_OFF_BUS_XID", "MAX_LINE_CHARS", "MalformedLine", "normalize_pci_bus_id", "parse_line"]
+__all__ = ["FALLEN_OFF_BUS_XID", "MAX_LINE_CHARS", "MalformedLine", "parse_line"]
 
 MAX_LINE_CHARS: Final = 8192
 """Longer lines are cut before matching (kernel records are at most ~1 KiB), so no input makes matching slow."""
@@ -59,10 +60,6 @@ _PREFIX = re.compile(
 # --- NVIDIA -------------------------------------------------------------------------------------------------------
 
 _PCI_ID = r"[0-9a-fA-F]{1,8}(?::[0-9a-fA-F]{1,2}){1,2}(?:\.[0-9a-fA-F])?"
-_PCI_PARTS = re.compile(
-    r"(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<device>[0-9a-fA-F]{1,2})"
-    r"(?:\.(?P<function>[0-9a-fA-F]))?"
-)
 _XID_MARKER = re.compile(r"NVRM: Xid")
 _XID = re.compile(
     rf"NVRM: Xid \((?:PCI:)?(?P<pci>{_PCI_ID})(?: [^()\s]{{1,64}}){{0,4}}\): (?P<code>\d{{1,9}})(?:,|\s*$)"
@@ -92,28 +89,6 @@ _ASCEND_RULES: Final = (
     (re.compile(r"pcie bridge bus reset fail", re.IGNORECASE), "pcie_bridge_reset_failed"),
 )
 _ASCEND_DEVICE = re.compile(r"\b(?:device|dev_id|devid)(?:\s*[=:]\s*|\s+)(?P<id>\d{1,5})\b", re.IGNORECASE)
-
-
-def normalize_pci_bus_id(text: str) -> str | None:
-    """The one spelling both NVML and the kernel log are joined on: lower-case ``dddd:bb:dd.f``.
-
-    Accepts NVML's ``00000000:3B:00.0``, the kernel's ``0000:3b:00`` (no function: 0), 2-digit domains and
-    ``bus:device`` without a domain (domain 0), with or without a ``PCI:`` prefix.
-
-    Returns:
-        the normalised id, or None when the text is not a PCI address (bus > 0xff, device > 0x1f, function > 7).
-    """
-    text = text.strip()
-    if text[:4].upper() == "PCI:":
-        text = text[4:]
-    match = _PCI_PARTS.fullmatch(text)
-    if match is None:
-        return None
-    domain = int(match["domain"] or "0", 16)
-    bus, device, function = int(match["bus"], 16), int(match["device"], 16), int(match["function"] or "0", 16)
-    if device > 0x1F or function > 7:
-        return None
-    return f"{domain:04x}:{bus:02x}:{device:02x}.{function}"
 
 
 def parse_line(line: str) -> KernelEvent | None:

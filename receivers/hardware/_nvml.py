@@ -26,8 +26,8 @@ from eagleeye_otel.receivers.hardware._nvml_readers import (
     UNKNOWN,
     DeviceState,
     Reader,
-    normalise_pci_bus_id,
 )
+from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
 
 __all__ = ["NvmlSource", "XidCounts"]
 
@@ -203,7 +203,7 @@ class NvmlSource:
         pci_bus_id = None
         try:
             bus_id = nvml.nvmlDeviceGetPciInfo(handle).busId  # bytes in older pynvml releases, str in newer
-            pci_bus_id = normalise_pci_bus_id(bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id))
+            pci_bus_id = normalize_pci_bus_id(bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id))
         except (nvml.NVMLError, ValueError) as error:
             _logger.debug("NVML GPU %s: PCI bus id unavailable: %s", uuid, error)
         device.handle = handle

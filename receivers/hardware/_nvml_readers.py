@@ -25,7 +25,6 @@ __all__ = [
     "DeviceState",
     "Reader",
     "decode_clock_event_reasons",
-    "normalise_pci_bus_id",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -84,13 +83,6 @@ def decode_clock_event_reasons(mask: int) -> frozenset[str]:
     unknown = mask & ~sum(CLOCK_EVENT_REASONS)
     names.update(f"unknown_{1 << bit:#x}" for bit in range(64) if unknown >> bit & 1)
     return frozenset(names)
-
-
-def normalise_pci_bus_id(bus_id: str) -> str:
-    """NVML's ``00000000:3B:00.0`` as the kernel writes it, ``0000:3b:00.0``, to match sysfs and dmesg."""
-    domain, bus, rest = bus_id.strip().split(":")
-    device, function = rest.split(".")
-    return f"{int(domain, 16):04x}:{int(bus, 16):02x}:{int(device, 16):02x}.{int(function, 16):x}"
 
 
 @dataclass

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from eagleeye_otel.receivers.hardware._kmsg_parser import (
     FALLEN_OFF_BUS_XID,
     MalformedLine,
-    normalize_pci_bus_id,
     parse_line,
 )
 from eagleeye_otel.receivers.hardware._model import KernelEvent, KernelEventKind
+from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kmsg"
 XID, SXID, FALLEN, ASCEND = (

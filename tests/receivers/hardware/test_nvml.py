@@ -16,9 +16,9 @@ from eagleeye_otel.receivers.hardware import (
     CLOCK_EVENT_REASONS,
     NvmlSource,
     decode_clock_event_reasons,
-    normalise_pci_bus_id,
 )
 from eagleeye_otel.receivers.hardware._model import DeviceStatus, GpuReading
+from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
 
 
 def expected_reading(i: int) -> dict[str, object]:
@@ -267,7 +267,7 @@ def test_clock_event_reasons_name_every_bit(mask):
     [("00000000:3B:00.0", "0000:3b:00.0"), ("00000001:AF:1F.7", "0001:af:1f.7"), ("0000:04:00.0", "0000:04:00.0")],
 )
 def test_pci_bus_id_is_written_as_the_kernel_writes_it(reported, kernel):
-    assert normalise_pci_bus_id(reported) == kernel
+    assert normalize_pci_bus_id(reported) == kernel
 
 
 # -- opening -------------------------------------------------------------------------------------------------
