@@ -4,8 +4,9 @@
 # through an editable install, so check a tree of links laid out like the installed package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tree=build/typecheck
-rm -rf "$tree"
+root=$PWD
+tree=$(mktemp -d)
+trap 'rm -rf "$tree"' EXIT
 mkdir -p "$tree/eagleeye_otel"
 for entry in eagleeye_otel/*; do
     ln -s "$PWD/$entry" "$tree/eagleeye_otel/"
@@ -14,4 +15,4 @@ for component in instrumentation receivers exporters; do
     ln -s "$PWD/$component" "$tree/eagleeye_otel/$component"
 done
 cd "$tree"
-exec "${MYPY:-../../.venv/bin/mypy}" --config-file ../../pyproject.toml -p eagleeye_otel
+"${MYPY:-$root/.venv/bin/mypy}" --config-file "$root/pyproject.toml" --cache-dir "$root/.mypy_cache" -p eagleeye_otel
