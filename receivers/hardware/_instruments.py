@@ -5,7 +5,8 @@ Each instrument in :data:`~eagleeye_otel.semconv._hardware.HARDWARE_METRICS` get
 by :class:`SweepCache` when a collection starts and shared by the other callbacks of that collection, and by another
 reader's collection that comes within ``max_age_s`` (the NATS reader every second and a Prometheus scrape would
 otherwise sweep twice). A device that did not answer (lost, reset required, error) reports its ``hw.status`` and its
-Xid count with its identity, and no values.
+Xid count with its identity, and no values. Every point of a device carries ``hw.id``, ``hw.name`` and ``hw.type``;
+its ``hw.status`` points also carry its description (see :mod:`eagleeye_otel.semconv._hardware`).
 """
 
 from __future__ import annotations
@@ -116,11 +117,18 @@ _HEALTH_MINOR, _HEALTH_MAJOR = 1, 2
 
 @functools.lru_cache(maxsize=1024)
 def _identity(identity: DeviceIdentity) -> _Attributes:
-    """The identity attributes of a device; constant, so built once per device."""
-    attributes = {
+    """The attributes on every point of a device; constant, so built once per device."""
+    return {
         hw.HW_ID: identity.id,
         hw.HW_NAME: f"{identity.type.upper()} {identity.index}" if identity.index >= 0 else identity.id,
         hw.HW_TYPE: identity.type,
+    }
+
+
+@functools.lru_cache(maxsize=1024)
+def _description(identity: DeviceIdentity) -> _Attributes:
+    """The identity plus what the device is (vendor, model, versions, bus id), for its ``hw.status`` points."""
+    described = {
         hw.HW_VENDOR: identity.vendor,
         hw.HW_MODEL: identity.model,
         hw.HW_SERIAL_NUMBER: identity.serial,
@@ -128,7 +136,7 @@ def _identity(identity: DeviceIdentity) -> _Attributes:
         hw.HW_FIRMWARE_VERSION: identity.firmware_version,
         hw.EAGLEEYE_HW_PCI_BUS_ID: identity.pci_bus_id,
     }
-    return {key: value for key, value in attributes.items() if value is not None}
+    return {**_identity(identity), **{key: value for key, value in described.items() if value is not None}}
 
 
 def _fields(*fields: tuple[str, _Attributes]) -> _Read:
@@ -304,6 +312,7 @@ class _Callback:
         self._npu = _NPU.get(metric.name)
         self._node = _NODE.get(metric.name)
         self._always = metric.name in _WHEN_UNREADABLE
+        self._attributes = _description if metric.name == hw.HW_STATUS else _identity
         self._failures = LogLimiter(_logger)
 
     def __call__(self, _options: CallbackOptions) -> Iterable[Observation]:
@@ -318,7 +327,7 @@ class _Callback:
                 continue
             for reading in readings:
                 if self._always or reading.status is DeviceStatus.OK:
-                    self._collect(observations, read, reading, _identity(reading.identity))
+                    self._collect(observations, read, reading, self._attributes(reading.identity))
         return observations
 
     def _collect(self, into: list[Observation], read: _Read, source: object, identity: _Attributes) -> None:

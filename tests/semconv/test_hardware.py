@@ -117,7 +117,8 @@ def test_every_metric_is_well_formed():
         assert metric.sources, metric.name
         assert set(metric.sources) <= {hw.HW_TYPE_GPU, hw.HW_TYPE_NPU, hw.NODE}, metric.name
         assert len(metric.attributes) == len(set(metric.attributes)), metric.name
-        assert not set(metric.attributes) & set(hw.DEVICE_ATTRIBUTES) - {hw.HW_TYPE}, metric.name
+        identifying = {*hw.DEVICE_ATTRIBUTES, *hw.DEVICE_DESCRIPTION_ATTRIBUTES} - {hw.HW_TYPE}
+        assert not set(metric.attributes) & identifying, metric.name
 
 
 def test_clock_event_reasons_are_the_nvml_bits_in_order():

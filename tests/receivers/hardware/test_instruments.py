@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from eagleeye_otel.receivers.hardware import _instruments
 from eagleeye_otel.receivers.hardware._instruments import SweepCache, gpu_state, npu_state, register_hardware_metrics
 from eagleeye_otel.receivers.hardware._model import (
     DeviceIdentity,
@@ -101,6 +102,8 @@ SWEEP = Sweep(
     ),
 )
 
+_IDENTIFYING = {*hw.DEVICE_ATTRIBUTES, *hw.DEVICE_DESCRIPTION_ATTRIBUTES}
+
 Points = dict[str, dict[frozenset[tuple[str, object]], float]]
 
 
@@ -140,7 +143,7 @@ def _of(points: Points, name: str, identity: DeviceIdentity | None, **extra: obj
         named = dict(attributes)
         if identity is not None and named.pop(hw.HW_ID, None) != identity.id:
             continue
-        rest = named if identity is None else {k: v for k, v in named.items() if k not in hw.DEVICE_ATTRIBUTES}
+        rest = named if identity is None else {k: v for k, v in named.items() if k not in _IDENTIFYING}
         if rest == extra:
             return value
     raise AssertionError(f"no {name} point for {identity and identity.id} with {extra}: {points[name]}")
@@ -182,11 +185,12 @@ def test_gpu_values_in_si_units_with_identity(collected):
     assert _of(points, hw.EAGLEEYE_HW_GPU_RECOVERY_ACTION, H100) == 0
 
 
-def test_identity_attributes_are_the_upstream_hw_ones():
-    reader, _ = _registered(SWEEP)
-    points, _ = _collect(reader)
-    (attributes,) = [dict(a) for a in points[hw.HW_POWER] if dict(a)[hw.HW_ID] == H100.id]
-    assert attributes == {
+def test_device_points_carry_the_identity_and_status_points_the_description(collected):
+    points, _ = collected
+    (power,) = [dict(a) for a in points[hw.HW_POWER] if dict(a)[hw.HW_ID] == H100.id]
+    assert power == {hw.HW_ID: H100.id, hw.HW_NAME: "GPU 0", hw.HW_TYPE: "gpu"}
+    (ok,) = [dict(a) for a in points[hw.HW_STATUS] if dict(a)[hw.HW_ID] == H100.id and dict(a)[hw.HW_STATE] == "ok"]
+    assert ok == {
         hw.HW_ID: H100.id,
         hw.HW_NAME: "GPU 0",
         hw.HW_TYPE: "gpu",
@@ -196,6 +200,7 @@ def test_identity_attributes_are_the_upstream_hw_ones():
         hw.HW_DRIVER_VERSION: "570.124.06",
         hw.HW_FIRMWARE_VERSION: "96.00.99.00.01",
         hw.EAGLEEYE_HW_PCI_BUS_ID: "0000:3b:00.0",
+        hw.HW_STATE: "ok",
     }
 
 
@@ -398,8 +403,6 @@ def test_npu_state(changes, state):
 
 
 def test_every_metric_reads_the_sources_the_table_names():
-    from eagleeye_otel.receivers.hardware import _instruments
-
     for metric in hw.HARDWARE_METRICS:
         read_from = {
             source
