@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from eagleeye_otel.cli._hardware_monitor import hardware_monitor
 from eagleeye_otel.cli._up import up
 from eagleeye_otel.routing import routing_json_schema
 from eagleeye_otel.version import __version__
@@ -37,3 +38,4 @@ def schema_routing() -> None:
 
 
 main.add_command(up)
+main.add_command(hardware_monitor)
