@@ -48,6 +48,8 @@ EAGLEEYE_HW_NPU_ERROR_CODE: Final = "eagleeye.hw.npu.error_code"
 EAGLEEYE_KERNEL_LOG_KIND: Final = "eagleeye.hw.kernel_log.kind"
 EAGLEEYE_KERNEL_LOG_CODE: Final = "eagleeye.hw.kernel_log.code"
 EAGLEEYE_KERNEL_LOG_DEVICE: Final = "eagleeye.hw.kernel_log.device"
+EAGLEEYE_KERNEL_LOG_REASON: Final = "eagleeye.hw.kernel_log.reason"
+"""Why records were not counted as events: ``malformed``, ``overflow`` or ``lost``."""
 EAGLEEYE_NODE_NAME: Final = "eagleeye.node.name"
 """Resource attribute: the node a hardware monitor runs on, the ``<node>`` of its NATS subject."""
 
@@ -135,7 +137,7 @@ EAGLEEYE_HW_NPU_UTILIZATION: Final = "eagleeye.hw.npu.utilization"
 EAGLEEYE_HW_NPU_MEMORY_USAGE: Final = "eagleeye.hw.npu.memory.usage"
 EAGLEEYE_HW_NPU_MEMORY_LIMIT: Final = "eagleeye.hw.npu.memory.limit"
 EAGLEEYE_KERNEL_LOG_EVENTS: Final = "eagleeye.hw.kernel_log.events"
-EAGLEEYE_KERNEL_LOG_MALFORMED_LINES: Final = "eagleeye.hw.kernel_log.malformed_lines"
+EAGLEEYE_KERNEL_LOG_UNCOUNTED: Final = "eagleeye.hw.kernel_log.uncounted"
 
 
 class HwInstrument(enum.Enum):
@@ -296,11 +298,12 @@ HARDWARE_METRICS: Final[tuple[HardwareMetric, ...]] = (
         _NODE,
     ),
     HardwareMetric(
-        EAGLEEYE_KERNEL_LOG_MALFORMED_LINES,
+        EAGLEEYE_KERNEL_LOG_UNCOUNTED,
         _C,
-        "{line}",
-        "Kernel-log lines that looked like hardware events but could not be parsed.",
-        (),
+        "{record}",
+        "Kernel-log records not in the events: malformed (a hardware line that could not be parsed), overflow "
+        "(an event past the reader's bound on keys), lost (overwritten in the ring buffer before it was read).",
+        (EAGLEEYE_KERNEL_LOG_REASON,),
         _NODE,
     ),
 )

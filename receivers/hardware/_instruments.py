@@ -220,9 +220,11 @@ def _kernel_log_events(sweep: Sweep) -> Iterator[_Point]:
         yield count, attributes
 
 
-def _kernel_log_malformed(sweep: Sweep) -> Iterator[_Point]:
-    if sweep.kernel_log is not None:
-        yield sweep.kernel_log.malformed, {}
+def _kernel_log_uncounted(sweep: Sweep) -> Iterator[_Point]:
+    summary = sweep.kernel_log
+    if summary is not None:
+        for reason, count in (("malformed", summary.malformed), ("overflow", summary.overflow), ("lost", summary.lost)):
+            yield count, {hw.EAGLEEYE_KERNEL_LOG_REASON: reason}
 
 
 _DIE, _MEMORY = {hw.HW_SENSOR_LOCATION: hw.SENSOR_DIE}, {hw.HW_SENSOR_LOCATION: hw.SENSOR_MEMORY}
@@ -294,7 +296,7 @@ _NPU: Mapping[str, _Read] = {
 _NODE: Mapping[str, Callable[[Sweep], Iterator[_Point]]] = {
     hw.EAGLEEYE_HW_DEVICES: _devices,
     hw.EAGLEEYE_KERNEL_LOG_EVENTS: _kernel_log_events,
-    hw.EAGLEEYE_KERNEL_LOG_MALFORMED_LINES: _kernel_log_malformed,
+    hw.EAGLEEYE_KERNEL_LOG_UNCOUNTED: _kernel_log_uncounted,
 }
 """How each node-level metric reads a sweep."""
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
+import re
+from pathlib import Path
 
 import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry
 
-from eagleeye_otel.receivers.hardware import _instruments
-from eagleeye_otel.receivers.hardware._instruments import SweepCache, gpu_state, npu_state, register_hardware_metrics
+from eagleeye_otel.receivers.hardware import _instruments, _nvml_readers
+from eagleeye_otel.receivers.hardware._instruments import gpu_state, npu_state, register_hardware_metrics
 from eagleeye_otel.receivers.hardware._model import (
     DeviceIdentity,
     DeviceStatus,
@@ -98,7 +101,12 @@ SWEEP = Sweep(
     ),
     npus=(NPU,),
     kernel_log=KernelLogSummary(
-        counts={XID_79: 2, SXID: 1}, last_messages={XID_79: "...", SXID: "..."}, malformed=4, lines=100
+        counts={XID_79: 2, SXID: 1},
+        last_messages={XID_79: "...", SXID: "..."},
+        malformed=4,
+        lines=100,
+        overflow=5,
+        lost=6,
     ),
 )
 
@@ -277,7 +285,8 @@ def test_node_metrics(collected):
         frozenset({kind: "xid", code: "79", device: "0000:5e:00.0"}.items()): 2,
         frozenset({kind: "sxid", code: "20034"}.items()): 1,
     }
-    assert _of(points, hw.EAGLEEYE_KERNEL_LOG_MALFORMED_LINES, None) == 4
+    uncounted = {dict(a)[hw.EAGLEEYE_KERNEL_LOG_REASON]: v for a, v in points[hw.EAGLEEYE_KERNEL_LOG_UNCOUNTED].items()}
+    assert uncounted == {"malformed": 4, "overflow": 5, "lost": 6}
 
 
 def test_a_node_without_accelerators_still_reports_zero_devices():
@@ -285,90 +294,6 @@ def test_a_node_without_accelerators_still_reports_zero_devices():
     points, _ = _collect(reader)
     assert {name for name, series in points.items() if series} == {hw.EAGLEEYE_HW_DEVICES}
     assert set(points[hw.EAGLEEYE_HW_DEVICES].values()) == {0}
-
-
-def test_one_sweep_per_collection_however_many_instruments():
-    reader, calls = _registered(SWEEP, max_age_s=0.0)
-    for expected in (1, 2, 3):
-        reader.get_metrics_data()
-        assert calls[0] == expected
-
-
-def test_two_readers_within_max_age_share_one_sweep():
-    first, second = InMemoryMetricReader(), InMemoryMetricReader()
-    calls = []
-    register_hardware_metrics(
-        MeterProvider(metric_readers=[first, second], shutdown_on_exit=False),
-        lambda: calls.append(1) or SWEEP,
-        max_age_s=60.0,
-    )
-    first.get_metrics_data()
-    second.get_metrics_data()
-    assert len(calls) == 1
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_sweep_cache_shares_within_max_age_and_renews_after():
-    clock, taken = _Clock(), []
-    cache = SweepCache(lambda: taken.append(1) or SWEEP, max_age_s=0.5, clock=clock)
-    for name in ("a", "b", "c"):  # one collection
-        assert cache.get(name) is SWEEP
-    clock.now += 0.2
-    for name in ("a", "b", "c"):  # another reader, 0.2 s later: shared
-        cache.get(name)
-    assert len(taken) == 1
-    clock.now += 0.5
-    cache.get("a")  # a collection 0.7 s after the sweep: renewed
-    cache.get("b")
-    assert len(taken) == 2 and cache.sweeps == 2
-
-
-def test_a_collection_slower_than_max_age_still_sees_one_sweep():
-    clock, taken = _Clock(), []
-    cache = SweepCache(lambda: taken.append(1) or SWEEP, max_age_s=0.5, clock=clock)
-    for name in ("a", "b", "c"):
-        cache.get(name)
-        clock.now += 1.0
-    assert len(taken) == 1
-
-
-def test_a_failing_sweep_reports_nothing_and_the_next_collection_retries(caplog):
-    outcomes = [SWEEP, None]
-
-    def take() -> Sweep:
-        outcome = outcomes.pop()
-        if outcome is None:
-            raise RuntimeError("driver exploded")
-        return outcome
-
-    reader = InMemoryMetricReader()
-    register_hardware_metrics(_provider(reader), take, max_age_s=0.0)
-    assert not any(series for series in _collect(reader)[0].values())
-    assert "hardware sweep failed" in caplog.text
-    assert _collect(reader)[0][hw.EAGLEEYE_HW_DEVICES]
-
-
-def test_concurrent_collections_take_at_most_one_sweep_each():
-    calls = []
-    readers = [InMemoryMetricReader() for _ in range(4)]
-    register_hardware_metrics(
-        MeterProvider(metric_readers=readers, shutdown_on_exit=False),
-        lambda: calls.append(1) or SWEEP,
-        max_age_s=60.0,
-    )
-    threads = [threading.Thread(target=reader.get_metrics_data) for reader in readers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 1
 
 
 @pytest.mark.parametrize(
@@ -414,3 +339,28 @@ def test_every_metric_reads_the_sources_the_table_names():
             if metric.name in reads
         }
         assert read_from == set(metric.sources), metric.name
+
+
+def test_the_nvml_source_names_clock_event_reasons_as_the_conventions_do():
+    for bit, name in _nvml_readers.CLOCK_EVENT_REASONS.items():
+        assert hw.CLOCK_EVENT_REASONS[bit.bit_length() - 1] == name
+
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "hardware.md"
+_UNIT_SUFFIXES = {"bytes", "celsius", "watts", "joules", "hertz", "bytes_per_second"}
+
+
+def test_docs_list_every_metric_with_its_prometheus_name():
+    registry = CollectorRegistry()
+    register_hardware_metrics(MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)]), lambda: SWEEP)
+    families = {family.name: family.type for family in registry.collect()}
+    rows = {line.split(" | ")[0]: line for line in DOCS.read_text().splitlines() if line.startswith("| `")}
+    for metric in hw.HARDWARE_METRICS:
+        sanitized = re.sub(r"[^a-zA-Z0-9]+", "_", metric.name)
+        (family,) = [f for f in families if f == sanitized or f.removeprefix(sanitized + "_") in _UNIT_SUFFIXES]
+        exposed = family + ("_total" if families[family] == "counter" else "")
+        row = rows[f"| `{metric.name}`"]
+        assert row.startswith(f"| `{metric.name}` | {metric.instrument.value} | `{metric.unit}` | "), row
+        assert f"| {', '.join(metric.sources)} | `{exposed}` | {metric.description} |" in row, row
+        for attribute in metric.attributes:
+            assert f"`{attribute}`" in row, (metric.name, attribute)

@@ -185,7 +185,10 @@ def expected_points(*, lost: frozenset[int] = frozenset(), xid_seen: bool = True
             None,
             frozenset({**attributes, hw.EAGLEEYE_KERNEL_LOG_DEVICE: device}.items()),
         ] = count
-    points[hw.EAGLEEYE_KERNEL_LOG_MALFORMED_LINES, None, frozenset()] = 1.0  # the truncated Xid line
+    for reason, count in (("malformed", 1), ("overflow", 0), ("lost", 0)):  # malformed: the truncated Xid line
+        points[hw.EAGLEEYE_KERNEL_LOG_UNCOUNTED, None, frozenset({hw.EAGLEEYE_KERNEL_LOG_REASON: reason}.items())] = (
+            count
+        )
     return points
 
 

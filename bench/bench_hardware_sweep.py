@@ -1,0 +1,231 @@
+"""CPU cost of one hardware sweep over 8 simulated GPUs, beside a naive one-call-per-field pynvml loop.
+
+The GPUs are the NVML C double of the test suite (``tests/receivers/hardware/doubles/nvml_double.c``), built here
+with gcc and reached through the real ``pynvml``, serving every field the NVML source reads. Cases, interleaved in a
+rotated order in every repetition:
+
+- ``naive_pynvml`` (named baseline): per GPU and sweep, the handle, the identity strings and one pynvml call per
+  value, each counter through its own ``nvmlDeviceGetFieldValues`` call: what a first-cut exporter does.
+- ``eagle_eye_sweep``: ``NvmlSource.sweep()`` (identity read once at open, counters batched in one field-values call,
+  unsupported calls remembered).
+- ``eagle_eye_export``: what the monitor does each second for NATS: one collection of every hardware instrument
+  (the sweep plus its mapping to observations and the SDK's aggregation) and its OTLP protobuf encoding.
+
+Per sweep the CPU time of the calling thread is measured (``time.thread_time_ns``; everything runs on it). Targets:
+a sweep ≤ 2 ms of CPU, and the whole export under 0.5 % of one core at 1 Hz (5 ms a second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    OUT_DIR,
+    OtherLoad,
+    aggregate,
+    calib_ns_per_iter,
+    fmt,
+    machine_info,
+    print_table,
+    summarize,
+    wait_quiet,
+)
+from _common import write_json as save
+
+ROOT = Path(__file__).resolve().parent.parent
+DOUBLE_SOURCE = ROOT / "tests" / "receivers" / "hardware" / "doubles" / "nvml_double.c"
+
+FIELD_IDS = (82, 3, 4, 5, 6, 29, 30, 31, 142, 143, 144, 145, 94, 230, 38, 45, 52, 59)
+"""Every ``nvmlDeviceGetFieldValues`` id the NVML source reads (memory temperature, ECC, retired pages, remapped
+rows, PCIe replays, recovery action, NVLink totals)."""
+
+
+def build_double(directory: Path) -> Path:
+    """``<directory>/libnvidia-ml.so.1`` from the test double's C source, with the real library's soname."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        sys.exit("gcc is needed to build the NVML double")
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "libnvidia-ml.so.1"
+    command = [gcc, "-shared", "-fPIC", "-O2", "-Wl,-soname,libnvidia-ml.so.1", "-o", str(target), str(DOUBLE_SOURCE)]
+    subprocess.run(command, check=True)
+    return target
+
+
+def scenario(gpus: int) -> str:
+    """``gpus`` healthy H100s answering every value and field the source reads."""
+    lines = ["driver_version 570.124.06", "nvml_version 12.570.124.06"]
+    values = {
+        "name": "NVIDIA H100 80GB HBM3", "serial": "1650123456789", "vbios": "96.00.99.00.01", "util_gpu": 87,
+        "util_mem": 41, "mem_total": 85899345920, "mem_used": 64424509440, "temp": 66, "temp_slowdown": 87,
+        "temp_shutdown": 92, "power_mw": 612000, "power_limit_mw": 700000, "energy_mj": 123456789,
+        "clock_sm_mhz": 1980, "clock_mem_mhz": 2619, "clock_reasons": 4, "pcie_gen": 5, "pcie_width": 16,
+        "pcie_tx_kbps": 1200000, "pcie_rx_kbps": 300000,
+    }  # fmt: skip
+    for i in range(gpus):
+        lines += [f"gpu {i} uuid GPU-{i:08x}-1111-2222-3333-444444444444", f"gpu {i} pci_bus_id 00000000:{i:02X}:00.0"]
+        lines += [f"gpu {i} {key} {value}" for key, value in values.items()]
+        lines += [f"gpu {i} field {field} {field % 7}" for field in FIELD_IDS]
+    return "\n".join(lines) + "\n"
+
+
+def naive_sweep(nvml: Any, gpus: int) -> list[dict[str, Any]]:
+    """One call per value, identity included, as a first-cut pynvml exporter polls."""
+    readings = []
+    for index in range(gpus):
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        reading = {
+            "uuid": nvml.nvmlDeviceGetUUID(handle),
+            "name": nvml.nvmlDeviceGetName(handle),
+            "serial": nvml.nvmlDeviceGetSerial(handle),
+            "vbios": nvml.nvmlDeviceGetVbiosVersion(handle),
+            "pci_bus_id": nvml.nvmlDeviceGetPciInfo(handle).busId,
+            "utilization": rates.gpu / 100,
+            "memory_utilization": rates.memory / 100,
+            "memory_used_bytes": memory.used,
+            "memory_total_bytes": memory.total,
+            "temperature_c": float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
+            "slowdown_c": float(
+                nvml.nvmlDeviceGetTemperatureThreshold(handle, nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+            ),
+            "shutdown_c": float(
+                nvml.nvmlDeviceGetTemperatureThreshold(handle, nvml.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
+            ),
+            "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
+            "power_limit_w": nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1e3,
+            "energy_j": nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3,
+            "sm_clock_hz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM) * 1e6,
+            "memory_clock_hz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM) * 1e6,
+            "clock_event_reasons": nvml.nvmlDeviceGetCurrentClocksEventReasons(handle),
+            "pcie_link_generation": nvml.nvmlDeviceGetCurrPcieLinkGeneration(handle),
+            "pcie_link_width": nvml.nvmlDeviceGetCurrPcieLinkWidth(handle),
+            "pcie_tx_bytes_per_s": nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_TX_BYTES) * 1024,
+            "pcie_rx_bytes_per_s": nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_RX_BYTES) * 1024,
+        }
+        for field in FIELD_IDS:
+            (value,) = nvml.nvmlDeviceGetFieldValues(handle, [field])
+            reading[f"field_{field}"] = value.value.ullVal if value.nvmlReturn == 0 else None
+        readings.append(reading)
+    return readings
+
+
+def nvml_calls_per_sweep(library: Path, sweep: Callable[[], object]) -> int:
+    """How many NVML API calls one sweep makes, counted by the double (node-level and every GPU)."""
+    double = ctypes.CDLL(str(library))
+    double.eagleeye_double_calls.restype = ctypes.c_ulong
+    functions = re.findall(r"^nvmlReturn_t (nvml\w+)\(", DOUBLE_SOURCE.read_text(), re.MULTILINE)
+    double.eagleeye_double_reset_calls()
+    sweep()
+    return sum(double.eagleeye_double_calls(name.encode(), -1) for name in functions)
+
+
+def cpu_per_call(call: Callable[[], object], calls: int) -> list[float]:
+    """Thread CPU time of each of ``calls`` calls, in µs."""
+    samples = []
+    for _ in range(calls):
+        began = time.thread_time_ns()
+        call()
+        samples.append((time.thread_time_ns() - began) / 1e3)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--sweeps", type=int, default=1000, help="sweeps per case and repetition")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--max-quiet-wait", type=float, default=30.0)
+    args = parser.parse_args()
+
+    library = build_double(OUT_DIR / "nvml-double")
+    scenario_path = library.parent / "scenario.txt"
+    scenario_path.write_text(scenario(args.gpus))
+    os.environ["EAGLEEYE_NVML_DOUBLE_SCENARIO"] = str(scenario_path)
+    sys.path.insert(0, str(ROOT))
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 (after the double is in place)
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+
+    from eagleeye_otel.exporters.nats import OTLP_PROTOBUF  # noqa: PLC0415
+    from eagleeye_otel.receivers.hardware._instruments import register_hardware_metrics  # noqa: PLC0415
+    from eagleeye_otel.receivers.hardware._model import Sweep  # noqa: PLC0415
+    from eagleeye_otel.receivers.hardware._nvml import NvmlSource  # noqa: PLC0415
+
+    source = NvmlSource.open(str(library))
+    nvml = source.nvml
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    register_hardware_metrics(
+        provider, lambda: Sweep(node="bench", taken_at=time.time(), gpus=source.sweep()), max_age_s=0
+    )
+
+    def export() -> None:
+        data = reader.get_metrics_data()
+        assert data is not None
+        OTLP_PROTOBUF.encode(data)
+
+    first = source.sweep()
+    read = sum(value is not None for reading in first for value in vars(reading).values())
+    print(f"{len(first)} GPUs, {read} reading fields filled per sweep, from the double at {library}")
+    cases: dict[str, Callable[[], object]] = {
+        "naive_pynvml": lambda: naive_sweep(nvml, args.gpus),
+        "eagle_eye_sweep": source.sweep,
+        "eagle_eye_export": export,
+    }
+    for call in cases.values():
+        cpu_per_call(call, 50)  # warm up
+    calls = {name: nvml_calls_per_sweep(library, call) for name, call in cases.items()}
+    per_rep: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+    reps_info = []
+    for rep in range(args.reps):
+        quiet = wait_quiet(max_wait=args.max_quiet_wait)
+        calib = calib_ns_per_iter()
+        load = OtherLoad()
+        names = list(cases)[rep % len(cases) :] + list(cases)[: rep % len(cases)]
+        for name in names:
+            per_rep[name].append(summarize(cpu_per_call(cases[name], args.sweeps)))
+        reps_info.append({"quiet": quiet, "calib_ns": calib, "other_load_cores": load.cores()})
+        print(f"rep {rep + 1}: quiet={quiet.quiet} calib={calib:.1f} ns/iter other load={load.cores():.2f} cores")
+
+    summary = {name: aggregate(reps) for name, reps in per_rep.items()}
+    mean_us = {name: summary[name]["mean"]["median"] for name in cases}
+    percentiles = {name: [fmt(summary[name][p]["median"]) for p in ("p50", "p90", "p99", "mean")] for name in cases}
+    rows = [[name, str(calls[name]), *percentiles[name], fmt(mean_us[name] / 1e4, 3)] for name in cases]
+    headers = ["case", "NVML calls", "p50 µs", "p90 µs", "p99 µs", "mean µs", "% of a core at 1 Hz"]
+    print_table(headers, rows, f"CPU per sweep, {args.gpus} GPUs (median over repetitions)")
+    ratios = {name: mean_us["naive_pynvml"] / mean_us[name] for name in cases}
+    print(f"\nnaive_pynvml / eagle_eye_sweep, mean CPU: {ratios['eagle_eye_sweep']:.2f}x")
+    sweep_ms = mean_us["eagle_eye_sweep"] / 1e3
+    verdict = "met" if sweep_ms <= 2 and sweep_ms / 10 < 0.5 else "MISSED"
+    print(f"target (sweep ≤ 2 ms CPU, < 0.5 % of a core at 1 Hz): {sweep_ms:.3f} ms, {sweep_ms / 10:.3f} %: {verdict}")
+    print(f"whole NATS export each second (collect + OTLP encode): {mean_us['eagle_eye_export'] / 1e4:.3f} % of a core")
+    path = save(
+        "bench_hardware_sweep",
+        {
+            "machine": machine_info(),
+            "args": vars(args),
+            "reps": reps_info,
+            "nvml_calls": calls,
+            "per_rep": per_rep,
+            "summary": summary,
+            "ratios": ratios,
+        },
+    )
+    print(f"saved {path}")
+    provider.shutdown()
+    source.close()
+
+
+if __name__ == "__main__":
+    main()
