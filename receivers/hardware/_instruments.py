@@ -60,7 +60,6 @@ class SweepCache:
         self._lock = threading.Lock()
         self._sweep: Sweep | None = None
         self._taken_at = 0.0
-        self._fresh = False
         self._served: set[str] = set()
         self._failures = LogLimiter(_logger)
         self.sweeps = 0
@@ -70,9 +69,9 @@ class SweepCache:
         """The sweep for ``instrument``'s callback in the current collection; None when taking it failed."""
         with self._lock:
             now = self._clock()
-            if not self._fresh or (instrument in self._served and now - self._taken_at >= self._max_age_s):
+            if self.sweeps == 0 or (instrument in self._served and now - self._taken_at >= self._max_age_s):
                 self._served.clear()
-                self._taken_at, self._fresh = now, True
+                self._taken_at = now
                 self.sweeps += 1
                 try:
                     self._sweep = self._take()
