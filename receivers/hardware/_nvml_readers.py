@@ -14,6 +14,7 @@ from typing import Any
 
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.receivers.hardware._model import DeviceIdentity, DeviceStatus
+from eagleeye_otel.semconv import _hardware as semconv_hw
 
 __all__ = [
     "CAPABILITY_CODES",
@@ -35,17 +36,7 @@ GPU_IS_LOST, RESET_REQUIRED, UNKNOWN = 15, 16, 999
 CAPABILITY_CODES = frozenset({NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND})
 """Answers about what a device (or driver) can do, not about its health: stop asking."""
 
-CLOCK_EVENT_REASONS: Mapping[int, str] = {
-    0x1: "gpu_idle",
-    0x2: "applications_clocks_setting",
-    0x4: "sw_power_cap",
-    0x8: "hw_slowdown",
-    0x10: "sync_boost",
-    0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown",
-    0x100: "display_clock_setting",
-}
+CLOCK_EVENT_REASONS: Mapping[int, str] = {1 << bit: name for bit, name in enumerate(semconv_hw.CLOCK_EVENT_REASONS)}
 """``nvmlDeviceGetCurrentClocksEventReasons`` bits (hardware.md 2.4) and the names readings carry."""
 
 _KIB = 1024  # NVML's PCIe throughput "KB/s" are KiB/s, as nvidia-smi dmon and nvitop read them.

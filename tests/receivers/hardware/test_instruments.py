@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry
 
-from eagleeye_otel.receivers.hardware import _instruments, _nvml_readers
+from eagleeye_otel.receivers.hardware import _instruments
 from eagleeye_otel.receivers.hardware._instruments import gpu_state, npu_state, register_hardware_metrics
 from eagleeye_otel.receivers.hardware._model import (
     DeviceIdentity,
@@ -339,11 +339,6 @@ def test_every_metric_reads_the_sources_the_table_names():
             if metric.name in reads
         }
         assert read_from == set(metric.sources), metric.name
-
-
-def test_the_nvml_source_names_clock_event_reasons_as_the_conventions_do():
-    for bit, name in _nvml_readers.CLOCK_EVENT_REASONS.items():
-        assert hw.CLOCK_EVENT_REASONS[bit.bit_length() - 1] == name
 
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "hardware.md"
