@@ -12,13 +12,15 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.settings import NatsSettings
 
-__all__ = ["connect_in_background", "connect_options", "rate_limited_error_callback"]
+__all__ = ["CONNECT_ATTEMPT_DEADLINE_S", "connect_in_background", "connect_options", "rate_limited_error_callback"]
+
+CONNECT_ATTEMPT_DEADLINE_S = 10.0
+"""Longest one connection attempt (every server once) may take before it is abandoned and retried."""
 
 _PENDING_BYTES = 256 * 1024
 """Outbound buffer: stale load data has no value, so keep it small and drop rather than queue."""
@@ -108,16 +110,33 @@ async def connect_in_background(
         await on_reconnected()
 
     try:
-        nc = await nats.connect(
-            **connect_options(settings, name=name, background=True),
-            error_cb=rate_limited_error_callback(logger),
-            disconnected_cb=disconnected_cb,
-            reconnected_cb=reconnected_cb,
-        )
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.exception("NATS connection %r cannot be opened; nothing will be published", name)
+        options = connect_options(settings, name=name, background=True)
+    except Exception:  # a TLS file that cannot be loaded, say: retrying will not help
+        logger.exception("NATS connection %r cannot be set up; nothing will be published", name)
         return None
-    logger.info("NATS connection %r is up", name)
-    return nc
+    # One server round per attempt, under a deadline, and this loop retries forever: nats-py can hang for good
+    # closing a connection whose TLS handshake failed (nats-io/nats.py#718), so its own retry loop is not enough.
+    options["max_reconnect_attempts"] = 1
+    error_cb = rate_limited_error_callback(logger)
+    while True:
+        nc = Client()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    **options, error_cb=error_cb, disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb
+                ),
+                CONNECT_ATTEMPT_DEADLINE_S,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            await error_cb(error if not isinstance(error, asyncio.TimeoutError) else _no_answer())
+            await asyncio.sleep(options["reconnect_time_wait"])
+            continue
+        nc.options["max_reconnect_attempts"] = -1  # connected: from now on nats-py reconnects on its own
+        logger.info("NATS connection %r is up", name)
+        return nc
+
+
+def _no_answer() -> TimeoutError:
+    return TimeoutError(f"no NATS handshake within {CONNECT_ATTEMPT_DEADLINE_S:g} s (a TLS failure, or a stuck server)")

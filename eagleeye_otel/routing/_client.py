@@ -40,6 +40,8 @@ DEFAULT_MAX_INSTANCES = 100_000
 instances costs at most a few hundred MiB."""
 
 _FLUSH_TIMEOUT_S = 2
+_START_DEADLINE_S = 15.0
+"""Longest start() waits for NATS: three tries of a 2 s connect timeout and a 1 s pause fit well within it."""
 _Entry = tuple[RoutingMessage, float]
 """What the view stores per (instance, engine): the message and the client clock when it was accepted."""
 
@@ -221,11 +223,15 @@ class RouterClient:
             await log_error(error)
 
         try:
-            await nc.connect(
-                **options,
-                error_cb=on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
+            # Under a deadline: nats-py can hang for good after a failed TLS handshake (nats-io/nats.py#718).
+            await asyncio.wait_for(
+                nc.connect(
+                    **options,
+                    error_cb=on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                _START_DEADLINE_S,
             )
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as error:
             reason = "; ".join(dict.fromkeys(recent)) or _describe(error)

@@ -254,12 +254,6 @@ async def test_a_tls_url_alone_verifies_against_the_system_cas(tls_server, pki, 
         await nc.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="nats-py hangs in Client._close() -> StreamWriter.wait_closed() after a failed TLS upgrade "
-    "(nats-io/nats.py#718), so connect_in_background never retries: the publisher stays down until vLLM restarts",
-)
 async def test_publisher_connects_once_the_server_presents_a_trusted_certificate(pki, caplog, eventually) -> None:
     wrong = EmbeddedNatsServer(extra_args=tls_args(pki.other_server_cert, pki.other_server_key))
     url = tls_url(wrong)
@@ -342,12 +336,6 @@ async def test_router_client_receives_the_state_over_tls(tls_server, pki, eventu
         publisher.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="RouterClient.start() never returns after a failed TLS handshake: nats-py hangs in Client._close() "
-    "(nats-io/nats.py#718) and RouterClient._connect() has no overall deadline",
-)
 async def test_router_client_with_the_wrong_ca_fails_at_start_and_says_why(tls_server, pki) -> None:
     url = tls_url(tls_server)
     router = RouterClient(nats_settings=settings_for(url, EAGLEEYE_NATS_TLS_CA=pki.other_ca).nats)
