@@ -26,18 +26,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 from vllm.v1.engine import FinishReason
-from vllm.v1.metrics.stats import (
-    FinishedRequestStats,
-    IterationStats,
-    PrefixCacheStats,
-    PromptTokenStats,
-    SchedulerStats,
-)
 
 from eagleeye_otel import semconv as sc
 from eagleeye_otel.instrumentation.vllm._metrics_recorder import METER_NAME, MetricsRecorder
 from eagleeye_otel.sdk import PipelineSettings, build_meter_provider
 from eagleeye_otel.version import __version__
+from tests.helpers.vllm_stats import finished, iteration, scheduler
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -139,59 +133,21 @@ def http_endpoint() -> Iterator[tuple[str, Received]]:
 # -- real vLLM stats ---------------------------------------------------------------------------------------------
 
 
-def scheduler(running: int, waiting: int, kv: float, queries: int = 0, hits: int = 0) -> SchedulerStats:
-    return SchedulerStats(
-        num_running_reqs=running,
-        num_waiting_reqs=waiting,
-        kv_cache_usage=kv,
-        prefix_cache_stats=PrefixCacheStats(requests=1 if queries else 0, queries=queries, hits=hits),
-    )
-
-
-def iteration(
-    generated: int = 0,
-    computed: int = 0,
-    cached: int = 0,
-    ttfts: tuple[float, ...] = (),
-    done: tuple[FinishedRequestStats, ...] = (),
-) -> IterationStats:
-    stats = IterationStats()
-    stats.num_generation_tokens = generated
-    stats.prompt_token_stats = PromptTokenStats(
-        computed=computed, local_cache_hit=cached, cached_tokens=cached, total=computed + cached
-    )
-    stats.time_to_first_tokens_iter = list(ttfts)
-    stats.inter_token_latencies_iter = [0.01] * generated
-    stats.finished_requests = list(done)
-    return stats
-
-
-def finished(e2e: float, prompt: int, generated: int) -> FinishedRequestStats:
-    return FinishedRequestStats(
-        finish_reason=FinishReason.STOP,
-        request_id="r-1",
-        e2e_latency=e2e,
-        num_prompt_tokens=prompt,
-        num_generation_tokens=generated,
-        queued_time=0.1,
-        prefill_time=0.2,
-        inference_time=e2e - 0.1,
-        decode_time=e2e - 0.3,
-        mean_time_per_output_token=0.4,
-    )
-
-
 def serve_two_requests(recorder: MetricsRecorder) -> None:
     """Two requests prefilled in one step (24 of 40 prompt tokens computed, 16 from the prefix cache), then a
     decode step in which the first finishes with 4 tokens after 1.5 s."""
     handle = recorder.engine(model="tiny", instance="pod-1", engine=0)
     handle.record(
-        scheduler(running=2, waiting=1, kv=0.5, queries=40, hits=16),
-        iteration(generated=2, computed=24, cached=16, ttfts=(0.05, 0.12)),
+        scheduler(running=2, waiting=1, skipped=0, kv=0.5, queries=40, hits=16),
+        iteration(generated=2, computed=24, cached=16, ttfts=(0.05, 0.12), itls=(0.01, 0.01)),
     )
     handle.record(
-        scheduler(running=1, waiting=0, kv=0.25),
-        iteration(generated=3, done=(finished(1.5, prompt=20, generated=4),)),
+        scheduler(running=1, waiting=0, skipped=0, kv=0.25),
+        iteration(
+            generated=3,
+            itls=(0.01, 0.01, 0.01),
+            done=(finished(FinishReason.STOP, 1.5, 20, 4, queued=0.1, prefill=0.2, time_per_output_token=0.4),),
+        ),
     )
 
 

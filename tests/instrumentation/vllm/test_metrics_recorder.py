@@ -16,13 +16,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from prometheus_client import CollectorRegistry, generate_latest
 from vllm.v1.engine import FinishReason
-from vllm.v1.metrics.stats import (
-    FinishedRequestStats,
-    IterationStats,
-    PrefixCacheStats,
-    PromptTokenStats,
-    SchedulerStats,
-)
 from vllm.v1.spec_decode.metrics import SpecDecodingStats
 
 from eagleeye_otel import semconv as sc
@@ -32,6 +25,7 @@ from eagleeye_otel.instrumentation.vllm._metrics_recorder import (
     shared_metrics_recorder,
 )
 from eagleeye_otel.version import __version__
+from tests.helpers.vllm_stats import finished, iteration, scheduler
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
 ATTRS = {
@@ -40,54 +34,6 @@ ATTRS = {
     sc.EAGLEEYE_INSTANCE_ID: "pod-1",
     sc.VLLM_ENGINE: 0,
 }
-
-
-def scheduler(
-    running: int = 3, waiting: int = 2, skipped: int = 1, kv: float = 0.25, queries: int = 0, hits: int = 0
-) -> SchedulerStats:
-    return SchedulerStats(
-        num_running_reqs=running,
-        num_waiting_reqs=waiting,
-        num_skipped_waiting_reqs=skipped,
-        kv_cache_usage=kv,
-        prefix_cache_stats=PrefixCacheStats(requests=1 if queries else 0, queries=queries, hits=hits),
-    )
-
-
-def finished(reason: FinishReason, e2e: float, prompt: int = 7, generated: int = 5) -> FinishedRequestStats:
-    return FinishedRequestStats(
-        finish_reason=reason,
-        request_id="r",
-        e2e_latency=e2e,
-        num_prompt_tokens=prompt,
-        num_generation_tokens=generated,
-        queued_time=0.01,
-        prefill_time=0.02,
-        inference_time=e2e - 0.01,
-        decode_time=e2e - 0.03,
-        mean_time_per_output_token=0.005,
-    )
-
-
-def iteration(
-    generated: int = 0,
-    computed: int = 0,
-    cached: int = 0,
-    preempted: int = 0,
-    ttfts: tuple[float, ...] = (),
-    itls: tuple[float, ...] = (),
-    done: tuple[FinishedRequestStats, ...] = (),
-) -> IterationStats:
-    stats = IterationStats()
-    stats.num_generation_tokens = generated
-    stats.prompt_token_stats = PromptTokenStats(
-        computed=computed, local_cache_hit=cached, cached_tokens=cached, total=computed + cached
-    )
-    stats.num_preempted_reqs = preempted
-    stats.time_to_first_tokens_iter = list(ttfts)
-    stats.inter_token_latencies_iter = list(itls)
-    stats.finished_requests = list(done)
-    return stats
 
 
 class Readout:
