@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from eagleeye_otel.cli._diagnose import diagnose
 from eagleeye_otel.cli._hardware_monitor import hardware_monitor
 from eagleeye_otel.cli._up import up
 from eagleeye_otel.routing import routing_json_schema
@@ -39,3 +40,4 @@ def schema_routing() -> None:
 
 main.add_command(up)
 main.add_command(hardware_monitor)
+main.add_command(diagnose)

@@ -1,15 +1,25 @@
-"""Hardware diagnosis: rules over OTel hardware telemetry that name the fault, its severity and the action."""
+"""Hardware diagnosis: rules over OTel hardware telemetry that name the fault, its severity and the action.
 
-from eagleeye_otel.diagnosis._engine import DiagnosisEngine, EngineStats
-from eagleeye_otel.diagnosis._finding import Finding, FindingChanges, Severity
-from eagleeye_otel.diagnosis._knowledge import KnowledgeBase, load_knowledge_base
+:class:`DiagnosisEngine` takes OTLP metric exports (the hardware monitor's, or any with the same names), kernel-log
+lines and ``hardware-monitor --once`` snapshots, and evaluates the knowledge base (YAML rules, see
+``docs/diagnosis.md``) into :class:`Finding` objects with hysteresis.
+"""
+
+from eagleeye_otel.diagnosis._engine import DiagnosisEngine, EngineStats, KernelLogCounts
+from eagleeye_otel.diagnosis._finding import SEVERITY_ORDER, Finding, FindingChanges, Severity
+from eagleeye_otel.diagnosis._knowledge import KnowledgeBase, default_knowledge_files, load_knowledge_base
+from eagleeye_otel.diagnosis._telemetry import Limits
 
 __all__ = [
+    "SEVERITY_ORDER",
     "DiagnosisEngine",
     "EngineStats",
     "Finding",
     "FindingChanges",
+    "KernelLogCounts",
     "KnowledgeBase",
+    "Limits",
     "Severity",
+    "default_knowledge_files",
     "load_knowledge_base",
 ]

@@ -1,0 +1,65 @@
+"""``eagle-eye diagnose``: findings (fault, severity, conclusion, action) from hardware telemetry.
+
+With ``--dmesg`` and/or ``--snapshot`` it diagnoses saved files once and exits (see
+:mod:`eagleeye_otel.diagnosis._oneshot`); without them it is the diagnosis service that follows the hardware monitors
+over NATS. Bad input never ends in a
+traceback: an unreadable or invalid file or rule file exits 1 with one line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from eagleeye_otel.diagnosis._oneshot import diagnose_files, print_report, report_document
+from eagleeye_otel.errors import EagleEyeError
+
+__all__ = ["diagnose"]
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command("diagnose")
+@click.option("--dmesg", type=_FILE, default=None, help="Diagnose this saved kernel log (dmesg, journal or syslog).")
+@click.option(
+    "--snapshot",
+    type=_FILE,
+    default=None,
+    help="Diagnose this `eagle-eye hardware-monitor --once --format json` output.",
+)
+@click.option(
+    "--rules",
+    "rule_files",
+    type=_FILE,
+    multiple=True,
+    help="A rule file merged over the shipped knowledge base (repeatable; later files win).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="How the one-shot report is printed.",
+)
+@click.option("--node", default=None, help="Node name for the findings (default: the snapshot's, else this host's).")
+def diagnose(
+    *, dmesg: Path | None, snapshot: Path | None, rule_files: tuple[Path, ...], output_format: str, node: str | None
+) -> None:
+    """Name the hardware fault, its severity and the action to take."""
+    if dmesg is None and snapshot is None:
+        raise click.ClickException(
+            "service mode (following the hardware monitors over NATS) is not available yet; "
+            "give --dmesg FILE and/or --snapshot FILE for a one-shot diagnosis"
+        )
+    try:
+        report = diagnose_files(dmesg=dmesg, snapshot=snapshot, rules=rule_files, node=node)
+    except EagleEyeError as error:
+        raise click.ClickException(str(error)) from error
+    if output_format == "json":
+        click.echo(json.dumps(report_document(report), indent=2, ensure_ascii=False))
+    else:
+        print_report(Console(soft_wrap=True), report)

@@ -1,0 +1,446 @@
+"""What the engine knows of each node: per-device series with a short history, and the hardware events seen.
+
+Fed by OTLP metric exports (the hardware monitor's, or any producer's with the same names), by kernel-log events and,
+through :mod:`._snapshot`, by ``hardware-monitor --once`` documents. A series is *current* when the node's latest
+update carried it: a GPU that stops answering still reports ``hw.status`` but no temperature, and a rule on its
+temperature then has nothing to judge rather than an old value. Counters of events (NVML Xids, kernel-log events)
+become event records: the count grew, so that many events happened. Memory is bounded: nodes, devices per node,
+series per device and event keys per node are capped and what does not fit is counted in ``dropped``.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_DELTA, Metric
+
+from eagleeye_otel.receivers.hardware._model import KernelEvent, KernelEventKind
+from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
+from eagleeye_otel.semconv import _hardware as hw
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "NVML_XID",
+    "DeviceView",
+    "EventRecord",
+    "Limits",
+    "NodeView",
+    "Series",
+    "SeriesKey",
+    "Telemetry",
+    "gpu_announcement",
+]
+
+SeriesKey = tuple[tuple[str, str], ...]
+"""A series' attributes besides the device's identity and description, sorted: ``(("hw.sensor_location", "die"),)``."""
+
+NVML_XID: Final = "nvml_xid"
+"""Event kind of the Xids NVML reported (``eagleeye.hw.gpu.xid``); kernel-log kinds are :class:`KernelEventKind`."""
+
+_HOST_NAME: Final = "host.name"
+_NOT_SERIES: Final = frozenset({hw.HW_ID, hw.HW_NAME, hw.HW_TYPE, *hw.DEVICE_DESCRIPTION_ATTRIBUTES})
+_NOT_READINGS: Final = frozenset({hw.HW_STATUS, hw.EAGLEEYE_HW_GPU_XID})
+"""What a device that did not answer still reports; anything else current means it answered."""
+_EVENT_COUNTERS: Final = frozenset({hw.EAGLEEYE_HW_GPU_XID, hw.EAGLEEYE_KERNEL_LOG_EVENTS})
+_ANNOUNCE = re.compile(r"NVRM: GPU at PCI:(?P<pci>[0-9a-fA-F:.]{4,20}): (?P<uuid>GPU-[0-9a-fA-F-]{8,64})")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what the engine keeps, so a flood of series or nodes cannot exhaust memory."""
+
+    nodes: int = 4096
+    devices_per_node: int = 64
+    series_per_device: int = 1024
+    events_per_node: int = 1024
+    history: int = 64
+    """Samples kept per series that a rule needs the history of (the others keep their last value); they are
+    spaced so that they span the longest window a rule looks back over, with a margin."""
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+class Series:
+    """One time series of one device: its last value and, when a rule needs it, a short history."""
+
+    __slots__ = ("attributes", "samples", "seq", "spacing", "time", "value")
+
+    def __init__(self, attributes: SeriesKey, history: int, spacing: float) -> None:
+        self.attributes = dict(attributes)
+        self.value = 0.0
+        self.time = 0.0
+        self.seq = -1
+        self.spacing = spacing
+        self.samples: collections.deque[tuple[float, float]] | None = (
+            collections.deque(maxlen=history) if history > 1 else None
+        )
+
+    def add(self, time: float, value: float, seq: int) -> None:
+        """Record a reading; it enters the history only ``spacing`` seconds after the previous kept one."""
+        self.value, self.time, self.seq = value, time, seq
+        samples = self.samples
+        if samples is not None and (not samples or time - samples[-1][0] >= self.spacing):
+            samples.append((time, value))
+
+    def increase(self, window_s: float) -> tuple[float, float] | None:
+        """How much the counter grew over the last ``window_s`` seconds (or the history it has), and over how long.
+
+        A counter that went down restarted (driver reload): what it reads after is all new.
+
+        Returns:
+            (increase, seconds covered), or None with fewer than two readings.
+        """
+        samples = self.samples
+        if samples is None:
+            return None
+        points = [*samples]
+        if points[-1][0] != self.time:
+            points.append((self.time, self.value))
+        if len(points) < 2:
+            return None
+        start = self.time - window_s
+        grown = 0.0
+        newer_time, newer = points[-1]
+        oldest = newer_time
+        for older_time, older in reversed(points[:-1]):
+            if newer_time <= start:
+                break
+            grown += newer - older if newer >= older else newer
+            newer_time, newer, oldest = older_time, older, older_time
+        return grown, self.time - oldest
+
+
+@dataclass
+class EventRecord:
+    """Events of one kind and code about one device, as counted so far."""
+
+    kind: str
+    code: str
+    ref: str | None
+    """How the source named the device: a ``hw.id`` (NVML), a PCI bus id (NVIDIA lines), an Ascend id, or None."""
+    count: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    message: str | None = None
+    uptime_s: float | None = None
+    """The kernel's timestamp (seconds since boot) of the last event, when its line had one."""
+
+
+@dataclass
+class DeviceView:
+    """One accelerator as the latest updates describe it."""
+
+    id: str
+    type: str
+    name: str
+    description: dict[str, str] = field(default_factory=dict)
+    series: dict[str, dict[SeriesKey, Series]] = field(default_factory=dict)
+    state: str | None = None
+    """The ``hw.state`` whose ``hw.status`` series reads 1."""
+    status: str = "ok"
+    """``ok``, ``lost``, ``reset_required`` or ``error`` (from a snapshot), or ``unreachable`` / ``error`` (from
+    OTLP: ``hw.status`` said failed / degraded and the device reported no reading)."""
+    series_count: int = 0
+    seq: int = -1
+    readings_seq: int = -1
+
+
+@dataclass
+class NodeView:
+    """One node: its devices, its node-level series and the hardware events seen on it."""
+
+    name: str
+    seq: int = 0
+    updated_at: float = 0.0
+    devices: dict[str, DeviceView] = field(default_factory=dict)
+    series: dict[str, dict[SeriesKey, Series]] = field(default_factory=dict)
+    events: dict[tuple[str, str, str | None], EventRecord] = field(default_factory=dict)
+    gpu_uuids: dict[str, str] = field(default_factory=dict)
+    """PCI bus id to GPU UUID, from the driver's ``NVRM: GPU at PCI:... GPU-...`` lines."""
+    dirty: bool = True
+
+    def current(self, device: DeviceView | None, metric: str) -> Iterable[Series]:
+        """The series of ``metric`` (of ``device``, or of the node itself) that the latest update carried."""
+        by_key = (self.series if device is None else device.series).get(metric)
+        if not by_key:
+            return ()
+        seq = self.seq
+        return [series for series in by_key.values() if series.seq == seq]
+
+    def device_of(self, event: EventRecord) -> str | None:
+        """The id of the device an event is about: the ``hw.id`` of the GPU at its PCI address, or of the NPU
+        with its index, when the node's telemetry describes one; else the address or ``NPU <id>``."""
+        ref = event.ref
+        if ref is None or event.kind == NVML_XID:
+            return ref
+        if event.kind == KernelEventKind.ASCEND.value:
+            name = f"NPU {ref}"
+            return next((device.id for device in self.devices.values() if device.name == name), name)
+        for device in self.devices.values():
+            if device.description.get(hw.EAGLEEYE_HW_PCI_BUS_ID) == ref:
+                return device.id
+        return self.gpu_uuids.get(ref, ref)
+
+
+def gpu_announcement(line: str) -> tuple[str, str] | None:
+    """(PCI bus id, GPU UUID) from the driver's ``NVRM: GPU at PCI:0000:3b:00: GPU-<uuid>`` line, else None."""
+    match = _ANNOUNCE.search(line)
+    if match is None:
+        return None
+    pci = normalize_pci_bus_id(match["pci"].rstrip(":"))
+    return None if pci is None else (pci, match["uuid"])
+
+
+class Telemetry:
+    """Every node's view, fed by :meth:`ingest_request` and :meth:`ingest_events`.
+
+    Args:
+        limits: the caps on what is kept.
+        history_metrics: metrics some rule needs the recent history of (counter rates); the others keep only
+            their latest value.
+        history_span_s: how far back the rules look (their longest window).
+    """
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        history_metrics: frozenset[str] = frozenset(),
+        history_span_s: float = 0.0,
+    ) -> None:
+        self.limits = limits
+        self.nodes: dict[str, NodeView] = {}
+        self.dropped = 0
+        """Points, devices, events or nodes not kept because a cap was reached."""
+        self._history_metrics = history_metrics
+        self._spacing = history_span_s * 1.25 / max(limits.history - 1, 1)
+
+    def node(self, name: str) -> NodeView | None:
+        """The view of ``name``, made on first sight; None (and counted) when the node cap is reached."""
+        view = self.nodes.get(name)
+        if view is None:
+            if len(self.nodes) >= self.limits.nodes:
+                self.dropped += 1
+                return None
+            view = self.nodes[name] = NodeView(name)
+        return view
+
+    def ingest_request(self, request: ExportMetricsServiceRequest, now: float) -> int:
+        """Take one OTLP export: every gauge and sum point; returns how many points were kept."""
+        points = 0
+        updated: dict[str, NodeView] = {}
+        for resource_metrics in request.resource_metrics:
+            name = _node_name(resource_metrics.resource.attributes)
+            view = updated.get(name)
+            if view is None:
+                view = self.node(name)
+                if view is None:
+                    continue
+                view.seq += 1
+                view.updated_at, view.dirty = now, True
+                updated[name] = view
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    points += self._metric(view, metric, now)
+        for view in updated.values():
+            _settle(view)
+        return points
+
+    def ingest_events(self, node: NodeView, events: Iterable[KernelEvent], now: float) -> int:
+        """Record parsed kernel-log events, each seen at ``now``; returns how many were recorded."""
+        recorded = 0
+        for event in events:
+            recorded += self.record_event(
+                node,
+                event.kind.value,
+                event.code,
+                event.device,
+                count=1,
+                now=now,
+                message=event.message,
+                uptime_s=event.timestamp,
+            )
+        node.dirty = True
+        return recorded
+
+    def record_event(
+        self,
+        node: NodeView,
+        kind: str,
+        code: str,
+        ref: str | None,
+        *,
+        count: int,
+        now: float,
+        message: str | None,
+        uptime_s: float | None = None,
+    ) -> int:
+        """Add ``count`` events to their record; 0 (and counted as dropped) when the node holds its maximum."""
+        key = (kind, code, ref)
+        record = node.events.get(key)
+        if record is None:
+            if len(node.events) >= self.limits.events_per_node:
+                self.dropped += 1
+                return 0
+            record = node.events[key] = EventRecord(kind, code, ref, first_seen=now)
+        record.count += count
+        record.last_seen = now
+        if message is not None:
+            record.message = message
+        if uptime_s is not None:
+            record.uptime_s = uptime_s
+        return 1
+
+    def _metric(self, node: NodeView, metric: Metric, now: float) -> int:
+        kind = metric.WhichOneof("data")
+        if kind == "gauge":
+            data_points, delta = metric.gauge.data_points, False
+        elif kind == "sum":
+            data_points = metric.sum.data_points
+            delta = metric.sum.aggregation_temporality == AGGREGATION_TEMPORALITY_DELTA
+        else:
+            return 0
+        name = metric.name
+        kept = 0
+        for point in data_points:
+            value = point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
+            time = point.time_unix_nano / 1e9 or now
+            kept += self._point(node, name, point.attributes, value, time, delta=delta)
+        return kept
+
+    def _point(
+        self, node: NodeView, metric: str, attributes: Iterable[KeyValue], value: float, time: float, *, delta: bool
+    ) -> int:
+        identity, series_key, described = _split(attributes, described=metric == hw.HW_STATUS)
+        device_id, device_name, device_type = identity
+        device = None
+        if device_id is not None:
+            device = self._device(node, device_id, device_name, device_type or "")
+            if device is None:
+                return 0
+            device.seq = node.seq
+            if metric not in _NOT_READINGS:
+                device.readings_seq = node.seq
+            elif described:
+                device.description.update(described)
+        series = self._series(node, device, metric, series_key)
+        if series is None:
+            return 0
+        previous = series.value if series.seq >= 0 else None
+        if delta:
+            value += previous or 0.0
+        series.add(time, value, node.seq)
+        if metric in _EVENT_COUNTERS:
+            self._count_events(node, device_id, series, previous, time)
+        return 1
+
+    def _device(self, node: NodeView, device_id: str, name: str | None, device_type: str) -> DeviceView | None:
+        device = node.devices.get(device_id)
+        if device is None:
+            if len(node.devices) >= self.limits.devices_per_node:
+                self.dropped += 1
+                return None
+            device = node.devices[device_id] = DeviceView(device_id, device_type, name or device_id)
+        return device
+
+    def _series(self, node: NodeView, device: DeviceView | None, metric: str, key: SeriesKey) -> Series | None:
+        by_metric = node.series if device is None else device.series
+        by_key = by_metric.get(metric)
+        if by_key is None:
+            by_key = by_metric[metric] = {}
+        series = by_key.get(key)
+        if series is None:
+            if device is not None:
+                if device.series_count >= self.limits.series_per_device:
+                    self.dropped += 1
+                    return None
+                device.series_count += 1
+            history = self.limits.history if metric in self._history_metrics else 1
+            series = by_key[key] = Series(key, history, self._spacing)
+        return series
+
+    def _count_events(
+        self, node: NodeView, device_id: str | None, series: Series, previous: float | None, time: float
+    ) -> None:
+        """An event counter grew: record that many events (all of them at its first sight: it counts since the
+        monitor started, so they are recent)."""
+        grown = series.value - previous if previous is not None and series.value >= previous else series.value
+        if grown <= 0:
+            return
+        attributes = series.attributes
+        if device_id is not None:
+            code = attributes.get(hw.EAGLEEYE_HW_GPU_XID_CODE, "")
+            self.record_event(node, NVML_XID, code, device_id, count=int(grown), now=time, message=None)
+        else:
+            kind = attributes.get(hw.EAGLEEYE_KERNEL_LOG_KIND, "")
+            code = attributes.get(hw.EAGLEEYE_KERNEL_LOG_CODE, "")
+            ref = attributes.get(hw.EAGLEEYE_KERNEL_LOG_DEVICE)
+            self.record_event(node, kind, code, ref, count=int(grown), now=time, message=None)
+
+
+def _split(
+    attributes: Iterable[KeyValue], *, described: bool
+) -> tuple[tuple[str | None, str | None, str | None], SeriesKey, dict[str, str]]:
+    """A point's attributes as (device id, name, type), its series key, and (``described``) its description."""
+    device_id = device_name = device_type = None
+    extra: list[tuple[str, str]] = []
+    description: dict[str, str] = {}
+    for attribute in attributes:
+        key, text = attribute.key, _text(attribute.value)
+        if key == hw.HW_ID:
+            device_id = text
+        elif key == hw.HW_NAME:
+            device_name = text
+        elif key == hw.HW_TYPE:
+            device_type = text
+        elif key not in _NOT_SERIES:
+            extra.append((key, text))
+        elif described:
+            description[key] = text
+    return (device_id, device_name, device_type), tuple(sorted(extra)) if len(extra) > 1 else tuple(extra), description
+
+
+def _settle(node: NodeView) -> None:
+    """After an update: each device's state from its ``hw.status``, and whether it answered at all."""
+    seq = node.seq
+    for device in node.devices.values():
+        if device.seq != seq:
+            continue
+        state = next((s.attributes.get(hw.HW_STATE) for s in node.current(device, hw.HW_STATUS) if s.value), None)
+        device.state = state
+        if device.readings_seq == seq:
+            device.status = "ok"
+        elif state == "failed":
+            device.status = "unreachable"
+        elif state is not None and state != "ok":
+            device.status = "error"
+
+
+def _node_name(attributes: Iterable[KeyValue]) -> str:
+    """The node an export came from: ``eagleeye.node.name``, else ``host.name``, else ``unknown``."""
+    host = None
+    for attribute in attributes:
+        if attribute.key == hw.EAGLEEYE_NODE_NAME:
+            return _text(attribute.value)
+        if attribute.key == _HOST_NAME:
+            host = _text(attribute.value)
+    return host or "unknown"
+
+
+def _text(value: AnyValue) -> str:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "double_value":
+        return repr(value.double_value)
+    return ""
