@@ -75,9 +75,10 @@ def load_knowledge_base(extra: Sequence[Path] = ()) -> KnowledgeBase:
     files = [*default_knowledge_files(), *extra]
     merged: dict[str, tuple[dict[str, Any], str]] = {}
     for file in files:
-        for where, raw in _rules_of(file):
-            rule_id = raw["id"]
-            merged[rule_id] = (_patch(merged[rule_id][0], raw) if rule_id in merged else raw, where)
+        for where, given in _rules_of(file):
+            base = merged[given["id"]][0] if given["id"] in merged else {}
+            keyed = _normalized(given, where, given.get("kind", base.get("kind")))
+            merged[given["id"]] = (_patch(base, keyed) if base else keyed, where)
     rules: dict[str, Rule] = {}
     for raw, where in merged.values():
         if raw.get("enabled", True) is not False:
@@ -96,7 +97,7 @@ def load_knowledge_base(extra: Sequence[Path] = ()) -> KnowledgeBase:
 
 
 def _rules_of(file: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each rule of a file as (file and key, raw mapping with its table keys normalised)."""
+    """Each rule of a file as (file and key, raw mapping)."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -120,10 +121,10 @@ def _rules_of(file: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         if raw["id"] in seen:
             raise ConfigError(f"{where}.id", raw["id"], f"already given by rules[{seen[raw['id']]}] of this file")
         seen[raw["id"]] = index
-        yield where, _normalized(raw, where)
+        yield where, raw
 
 
-def _normalized(raw: dict[str, Any], where: str) -> dict[str, Any]:
+def _normalized(raw: dict[str, Any], where: str, kind: object) -> dict[str, Any]:
     """Table keys as text: Xids and state values as written (``79``), Ascend codes as ``0x80E18402``.
 
     YAML reads an unquoted ``0x80E18402`` as a number; that number is the code, so it is written back in hex.
@@ -133,7 +134,7 @@ def _normalized(raw: dict[str, Any], where: str) -> dict[str, Any]:
         table = raw[key]
         if not isinstance(table, dict):
             raise ConfigError(f"{where}.{key}", table, "expected a mapping")
-        if raw.get("kind") == "error_code" and key == "codes":
+        if kind == "error_code" and key == "codes":
             normalized[key] = {
                 f"0x{code:08X}" if isinstance(code, int) else normalize_code(str(code)): entry
                 for code, entry in table.items()
@@ -171,14 +172,28 @@ def _compile(raw: dict[str, Any], where: str) -> Rule:
         spec = msgspec.convert(raw, RuleSpec)
     except msgspec.ValidationError as error:
         message = str(error)
-        path = re.search(r" - at `\$(?P<path>[^`]*)`$", message)
-        key = where + (path["path"] if path else "")
+        found = re.search(r" - at `\$(?P<path>[^`]*)`$", message)
+        path = "" if found is None else _entry_path(raw, found["path"])
         unknown = re.search(r"unknown field `(?P<field>[^`]+)`", message)
         if unknown:
-            key = f"{key}.{unknown['field']}"
-        reason = message if path is None else message[: path.start()]
-        raise ConfigError(key, _at(raw, path["path"] if path else ""), reason) from error
+            path = f"{path}.{unknown['field']}"
+        reason = message if found is None else message[: found.start()]
+        raise ConfigError(where + path, _at(raw, path), reason) from error
     return rule_class(spec, where)
+
+
+def _entry_path(raw: dict[str, Any], path: str) -> str:
+    """msgspec writes a table entry as ``[...]``: name the entry (``.values.lost``) by finding the one that fails."""
+    table = re.match(r"\.(?P<table>\w+)\[\.\.\.\]", path)
+    entries = None if table is None else raw.get(table["table"])
+    if table is None or not isinstance(entries, dict):
+        return path
+    for key, entry in entries.items():
+        try:
+            msgspec.convert({**raw, table["table"]: {key: entry}}, RuleSpec)
+        except msgspec.ValidationError:
+            return path.replace("[...]", f".{key}", 1)
+    return path
 
 
 def _at(raw: Any, path: str) -> Any:

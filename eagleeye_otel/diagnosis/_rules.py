@@ -86,6 +86,8 @@ class Rule:
     time_dependent: ClassVar[bool] = False
     """Whether its verdict can change with time alone (an event's hold runs out), so it is evaluated without news."""
     default_clear: ClassVar[int] = _DEFAULT_CLEAR
+    opens_at_once: ClassVar[bool] = False
+    """Whether a finding opens at the first sighting whatever its severity (an event has happened already)."""
 
     def __init__(self, spec: Any, where: str) -> None:
         if _ID.fullmatch(spec.id) is None:
@@ -104,10 +106,11 @@ class Rule:
         """What to call a device the telemetry does not describe."""
 
     def opens_after(self, severity: Severity) -> int:
-        """Evaluations a condition must hold to open: the rule's ``for``, else 1 for critical and 2 otherwise."""
+        """Evaluations a condition must hold to open: the rule's ``for``, else 1 for critical (and for events) and
+        2 otherwise."""
         if self.open_after is not None:
             return self.open_after
-        return 1 if severity is Severity.CRITICAL else 2
+        return 1 if severity is Severity.CRITICAL or self.opens_at_once else 2
 
     def template(self, text: str | None, key: str, extra: frozenset[str] = frozenset()) -> Template:
         """The rule's conclusion or action; ConfigError when it is missing or names what the rule cannot fill."""

@@ -59,6 +59,7 @@ class EventRule(Rule):
     placeholders = frozenset({"code", "name", "count", "message", "also"})
     time_dependent = True
     default_clear = 1
+    opens_at_once = True
 
     def __init__(self, spec: EventSpec, where: str) -> None:
         super().__init__(spec, where)
@@ -214,6 +215,7 @@ class ErrorCodeRule(Rule):
     kind = "error_code"
     placeholders = frozenset({"codes", "level", "count", "health", "message"})
     time_dependent = True
+    opens_at_once = True
 
     def __init__(self, spec: ErrorCodeSpec, where: str) -> None:
         super().__init__(spec, where)

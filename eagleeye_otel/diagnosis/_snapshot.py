@@ -86,7 +86,9 @@ def read_snapshot(document: Mapping[str, Any]) -> SnapshotContent:
 
 def _readings(document: Mapping[str, Any], key: str, kind: type[_Reading]) -> tuple[list[_Reading], int]:
     """The device entries under ``key`` as readings, and how many were skipped because they did not parse."""
-    entries = document.get(key) or []
+    entries = document.get(key)
+    if entries is None:
+        return [], 0
     if not isinstance(entries, list):
         raise ConfigError(f"snapshot.{key}", type(entries).__name__, "expected a list")
     readings, skipped = [], 0
