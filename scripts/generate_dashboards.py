@@ -458,18 +458,7 @@ def inference_overview() -> dict[str, Any]:
                         quantile(0.5, "vllm_request_generation_tokens", VLLM, by), "output {{gen_ai_request_model}}"
                     ),
                 ],
-            ),
-            Panel(
-                "Eagle Eye stats dropped",
-                "Engine steps Eagle Eye dropped because its queue was full: above 0, "
-                "token counts and latency histograms undercount.",
-                [
-                    Target(
-                        f"sum by (eagleeye_instance_id) (rate(eagleeye_vllm_stats_dropped_total{{{VLLM}}}"
-                        "[$__rate_interval]))",
-                        "{{eagleeye_instance_id}}",
-                    )
-                ],
+                width=16,
             ),
         ],
     )

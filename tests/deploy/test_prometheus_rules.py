@@ -52,7 +52,6 @@ def test_every_alert_is_tested_firing_and_quiet():
     assert alerts == {
         "EagleEyeVllmInstanceStale",
         "EagleEyeVllmQueueGrowing",
-        "EagleEyeVllmStatsDropped",
         "EagleEyeHardwareMonitorStale",
         "EagleEyeGpuThermalThrottling",
         "EagleEyeAcceleratorFailed",
