@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from eagleeye_otel.diagnosis._finding import Finding, FindingChanges
 from eagleeye_otel.diagnosis._knowledge import KnowledgeBase, load_knowledge_base
+from eagleeye_otel.diagnosis._otlp import ingest_request
 from eagleeye_otel.diagnosis._rules import Hit, Memory, Rule, Scope
 from eagleeye_otel.diagnosis._snapshot import read_snapshot
 from eagleeye_otel.diagnosis._telemetry import DEFAULT_LIMITS, Limits, NodeView, Telemetry, gpu_announcement
@@ -142,7 +143,7 @@ class DiagnosisEngine:
                     request = payload
                 else:
                     request = ExportMetricsServiceRequest.FromString(bytes(payload))
-                points = self._telemetry.ingest_request(request, self._clock())
+                points = ingest_request(self._telemetry, request, self._clock())
             except Exception as error:  # a payload is input: whatever it holds, it must not stop the service
                 self._stats.malformed += 1
                 self._failures.warning("diagnosis: skipped a malformed OTLP payload: %r", error)
@@ -197,7 +198,7 @@ class DiagnosisEngine:
             now = self._clock()
             self._stats.snapshots += 1
             self._stats.malformed += content.skipped
-            self._stats.points += self._telemetry.ingest_request(content.request, now)
+            self._stats.points += ingest_request(self._telemetry, content.request, now)
             view = self._telemetry.node(content.node)
             if view is None:
                 return

@@ -1,11 +1,12 @@
 """What the engine knows of each node: per-device series with a short history, and the hardware events seen.
 
-Fed by OTLP metric exports (the hardware monitor's, or any producer's with the same names), by kernel-log events and,
-through :mod:`._snapshot`, by ``hardware-monitor --once`` documents. A series is *current* when the node's latest
-update carried it: a GPU that stops answering still reports ``hw.status`` but no temperature, and a rule on its
-temperature then has nothing to judge rather than an old value. Counters of events (NVML Xids, kernel-log events)
-become event records: the count grew, so that many events happened. Memory is bounded: nodes, devices per node,
-series per device and event keys per node are capped and what does not fit is counted in ``dropped``.
+Fed by OTLP metric exports (:mod:`._otlp`: the hardware monitor's, or any producer's with the same names), by
+kernel-log events and, through :mod:`._snapshot`, by ``hardware-monitor --once`` documents. A series is *current*
+when the node's latest update carried it: a GPU that stops answering still reports ``hw.status`` but no temperature,
+and a rule on its temperature then has nothing to judge rather than an old value. Counters of events (NVML Xids,
+kernel-log events) become event records: the count grew, so that many events happened. Memory is bounded: nodes,
+devices per node, series per device and event keys per node are capped and what does not fit is counted in
+``dropped``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
-
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_DELTA, Metric
 
 from eagleeye_otel.receivers.hardware._model import KernelEvent, KernelEventKind
 from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
@@ -43,11 +40,6 @@ SeriesKey = tuple[tuple[str, str], ...]
 NVML_XID: Final = "nvml_xid"
 """Event kind of the Xids NVML reported (``eagleeye.hw.gpu.xid``); kernel-log kinds are :class:`KernelEventKind`."""
 
-_HOST_NAME: Final = "host.name"
-_NOT_SERIES: Final = frozenset({hw.HW_ID, hw.HW_NAME, hw.HW_TYPE, *hw.DEVICE_DESCRIPTION_ATTRIBUTES})
-_NOT_READINGS: Final = frozenset({hw.HW_STATUS, hw.EAGLEEYE_HW_GPU_XID})
-"""What a device that did not answer still reports; anything else current means it answered."""
-_EVENT_COUNTERS: Final = frozenset({hw.EAGLEEYE_HW_GPU_XID, hw.EAGLEEYE_KERNEL_LOG_EVENTS})
 _ANNOUNCE = re.compile(r"NVRM: GPU at PCI:(?P<pci>[0-9a-fA-F:.]{4,20}): (?P<uuid>GPU-[0-9a-fA-F-]{8,64})")
 
 
@@ -231,27 +223,6 @@ class Telemetry:
             view = self.nodes[name] = NodeView(name)
         return view
 
-    def ingest_request(self, request: ExportMetricsServiceRequest, now: float) -> int:
-        """Take one OTLP export: every gauge and sum point; returns how many points were kept."""
-        points = 0
-        updated: dict[str, NodeView] = {}
-        for resource_metrics in request.resource_metrics:
-            name = _node_name(resource_metrics.resource.attributes)
-            view = updated.get(name)
-            if view is None:
-                view = self.node(name)
-                if view is None:
-                    continue
-                view.seq += 1
-                view.updated_at, view.dirty = now, True
-                updated[name] = view
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    points += self._metric(view, metric, now)
-        for view in updated.values():
-            _settle(view)
-        return points
-
     def ingest_events(self, node: NodeView, events: Iterable[KernelEvent], now: float) -> int:
         """Record parsed kernel-log events, each seen at ``now``; returns how many were recorded."""
         recorded = 0
@@ -297,50 +268,8 @@ class Telemetry:
             record.uptime_s = uptime_s
         return 1
 
-    def _metric(self, node: NodeView, metric: Metric, now: float) -> int:
-        kind = metric.WhichOneof("data")
-        if kind == "gauge":
-            data_points, delta = metric.gauge.data_points, False
-        elif kind == "sum":
-            data_points = metric.sum.data_points
-            delta = metric.sum.aggregation_temporality == AGGREGATION_TEMPORALITY_DELTA
-        else:
-            return 0
-        name = metric.name
-        kept = 0
-        for point in data_points:
-            value = point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
-            time = point.time_unix_nano / 1e9 or now
-            kept += self._point(node, name, point.attributes, value, time, delta=delta)
-        return kept
-
-    def _point(
-        self, node: NodeView, metric: str, attributes: Iterable[KeyValue], value: float, time: float, *, delta: bool
-    ) -> int:
-        identity, series_key, described = _split(attributes, described=metric == hw.HW_STATUS)
-        device_id, device_name, device_type = identity
-        device = None
-        if device_id is not None:
-            device = self._device(node, device_id, device_name, device_type or "")
-            if device is None:
-                return 0
-            device.seq = node.seq
-            if metric not in _NOT_READINGS:
-                device.readings_seq = node.seq
-            elif described:
-                device.description.update(described)
-        series = self._series(node, device, metric, series_key)
-        if series is None:
-            return 0
-        previous = series.value if series.seq >= 0 else None
-        if delta:
-            value += previous or 0.0
-        series.add(time, value, node.seq)
-        if metric in _EVENT_COUNTERS:
-            self._count_events(node, device_id, series, previous, time)
-        return 1
-
-    def _device(self, node: NodeView, device_id: str, name: str | None, device_type: str) -> DeviceView | None:
+    def device(self, node: NodeView, device_id: str, name: str | None, device_type: str) -> DeviceView | None:
+        """The view of a device of ``node``, made on first sight; None (and counted) at the device cap."""
         device = node.devices.get(device_id)
         if device is None:
             if len(node.devices) >= self.limits.devices_per_node:
@@ -349,7 +278,8 @@ class Telemetry:
             device = node.devices[device_id] = DeviceView(device_id, device_type, name or device_id)
         return device
 
-    def _series(self, node: NodeView, device: DeviceView | None, metric: str, key: SeriesKey) -> Series | None:
+    def series(self, node: NodeView, device: DeviceView | None, metric: str, key: SeriesKey) -> Series | None:
+        """A series of ``device`` (of the node when None), made on first sight; None (and counted) at the cap."""
         by_metric = node.series if device is None else device.series
         by_key = by_metric.get(metric)
         if by_key is None:
@@ -365,7 +295,7 @@ class Telemetry:
             series = by_key[key] = Series(key, history, self._spacing)
         return series
 
-    def _count_events(
+    def count_events(
         self, node: NodeView, device_id: str | None, series: Series, previous: float | None, time: float
     ) -> None:
         """An event counter grew: record that many events (all of them at its first sight: it counts since the
@@ -382,65 +312,3 @@ class Telemetry:
             code = attributes.get(hw.EAGLEEYE_KERNEL_LOG_CODE, "")
             ref = attributes.get(hw.EAGLEEYE_KERNEL_LOG_DEVICE)
             self.record_event(node, kind, code, ref, count=int(grown), now=time, message=None)
-
-
-def _split(
-    attributes: Iterable[KeyValue], *, described: bool
-) -> tuple[tuple[str | None, str | None, str | None], SeriesKey, dict[str, str]]:
-    """A point's attributes as (device id, name, type), its series key, and (``described``) its description."""
-    device_id = device_name = device_type = None
-    extra: list[tuple[str, str]] = []
-    description: dict[str, str] = {}
-    for attribute in attributes:
-        key, text = attribute.key, _text(attribute.value)
-        if key == hw.HW_ID:
-            device_id = text
-        elif key == hw.HW_NAME:
-            device_name = text
-        elif key == hw.HW_TYPE:
-            device_type = text
-        elif key not in _NOT_SERIES:
-            extra.append((key, text))
-        elif described:
-            description[key] = text
-    return (device_id, device_name, device_type), tuple(sorted(extra)) if len(extra) > 1 else tuple(extra), description
-
-
-def _settle(node: NodeView) -> None:
-    """After an update: each device's state from its ``hw.status``, and whether it answered at all."""
-    seq = node.seq
-    for device in node.devices.values():
-        if device.seq != seq:
-            continue
-        state = next((s.attributes.get(hw.HW_STATE) for s in node.current(device, hw.HW_STATUS) if s.value), None)
-        device.state = state
-        if device.readings_seq == seq:
-            device.status = "ok"
-        elif state == "failed":
-            device.status = "unreachable"
-        elif state is not None and state != "ok":
-            device.status = "error"
-
-
-def _node_name(attributes: Iterable[KeyValue]) -> str:
-    """The node an export came from: ``eagleeye.node.name``, else ``host.name``, else ``unknown``."""
-    host = None
-    for attribute in attributes:
-        if attribute.key == hw.EAGLEEYE_NODE_NAME:
-            return _text(attribute.value)
-        if attribute.key == _HOST_NAME:
-            host = _text(attribute.value)
-    return host or "unknown"
-
-
-def _text(value: AnyValue) -> str:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "double_value":
-        return repr(value.double_value)
-    return ""
