@@ -1,6 +1,10 @@
-"""The Prometheus rules: ``promtool check rules`` and ``promtool test rules`` pass, every alert is unit-tested both
-ways (it fires, and it stays quiet in a case next to it), every recording rule's value is tested, and every name
-the rules query is one the semantic conventions define (or a recording rule of ours)."""
+"""The Prometheus rules and the autoscaling examples built on them.
+
+``promtool check rules`` and ``promtool test rules`` pass, every alert is unit-tested both ways (it fires, and it
+stays quiet in a case next to it), every recording rule's value is tested, every name the rules query is one the
+semantic conventions define (or a recording rule of ours). The KEDA ScaledObject and the HPA read only recording
+rules, the HPA is a valid Kubernetes 1.33 object, and prometheus-adapter serves every metric it asks for.
+``tests/e2e/test_promql_live.py`` evaluates the same queries on a real scrape."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -91,3 +96,56 @@ RULES = promql.rule_queries()
 def test_a_rule_uses_only_names_the_semantic_conventions_define(query: promql.Query):
     assert promql.referenced_names(query.expr).metrics, query.expr
     assert promql.undefined_names(query.expr) == promql.Names(frozenset(), frozenset()), query.expr
+
+
+# -- autoscaling ---------------------------------------------------------------------------------------------------
+
+AUTOSCALING = promql.autoscaling_queries()
+
+
+@pytest.mark.parametrize("query", AUTOSCALING, ids=[query.where for query in AUTOSCALING])
+def test_autoscaling_reads_only_recording_rules(query: promql.Query):
+    metrics = promql.referenced_names(query.expr).metrics
+    assert metrics and metrics <= promql.recording_rule_names(), query.expr
+    assert promql.undefined_names(query.expr) == promql.Names(frozenset(), frozenset()), query.expr
+
+
+def _yaml(name: str) -> dict:
+    document: dict = yaml.safe_load((promql.AUTOSCALING / name).read_text())
+    return document
+
+
+def test_the_keda_scaled_object_scales_a_deployment_on_prometheus_triggers():
+    scaled = _yaml("keda-scaledobject.yaml")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["kind"] == "Deployment" and spec["scaleTargetRef"]["name"]
+    assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+    assert {trigger["name"] for trigger in spec["triggers"]} == {"queue", "ttft", "kv-cache"}
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "prometheus"
+        assert trigger["metricType"] in ("AverageValue", "Value")
+        metadata = trigger["metadata"]
+        assert metadata["serverAddress"].startswith("http")
+        assert float(metadata["threshold"]) > 0
+        assert set(metadata) <= {"serverAddress", "query", "threshold", "ignoreNullValues", "activationThreshold"}
+    # The policy is the HPA example's.
+    hpa = _yaml("hpa-prometheus-adapter.yaml")
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"]
+
+
+def test_the_hpa_is_valid_kubernetes_1_33_and_the_adapter_serves_its_metrics():
+    hpa = _yaml("hpa-prometheus-adapter.yaml")
+    kubernetes_validate.validate(hpa, "1.33", strict=True)
+    adapter = _yaml("prometheus-adapter-values.yaml")
+    assert adapter["rules"]["default"] is False
+    served = {rule["name"]["as"] for rule in adapter["rules"]["external"]}
+    for metric in hpa["spec"]["metrics"]:
+        assert metric["type"] == "External"
+        assert metric["external"]["metric"]["name"] in served
+        # The selector picks a model by a label the recorded series keep.
+        assert set(metric["external"]["metric"]["selector"]["matchLabels"]) == {"gen_ai_request_model"}
+    for rule in adapter["rules"]["external"]:
+        assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}}
+        assert "<<.Series>>" in rule["metricsQuery"] and "<<.LabelMatchers>>" in rule["metricsQuery"]
+        assert "by (namespace, gen_ai_request_model)" in rule["metricsQuery"]

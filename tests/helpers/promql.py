@@ -134,6 +134,28 @@ def alert_names() -> set[str]:
     return {rule["alert"] for path in rule_files() for g in rule_groups(path) for rule in g["rules"] if "alert" in rule}
 
 
+AUTOSCALING = ROOT / "deploy" / "autoscaling"
+EXAMPLE_MATCHERS = 'namespace="llm", gen_ai_request_model="qwen"'
+"""What the autoscaling examples select: their namespace and served model."""
+
+
+def autoscaling_queries(label_matchers: str = EXAMPLE_MATCHERS) -> list[Query]:
+    """The KEDA triggers' queries and prometheus-adapter's series and metrics queries (the adapter's template
+    filled in: ``<<.Series>>`` with the series, ``<<.LabelMatchers>>`` with ``label_matchers``)."""
+    keda = yaml.safe_load((AUTOSCALING / "keda-scaledobject.yaml").read_text())
+    queries = [
+        Query(f"keda-scaledobject.yaml: trigger {trigger['name']}", trigger["metadata"]["query"])
+        for trigger in keda["spec"]["triggers"]
+    ]
+    adapter = yaml.safe_load((AUTOSCALING / "prometheus-adapter-values.yaml").read_text())
+    for rule in adapter["rules"]["external"]:
+        where = f"prometheus-adapter-values.yaml: {rule['name']['as']}"
+        series = rule["seriesQuery"].split("{")[0]
+        metrics = rule["metricsQuery"].replace("<<.Series>>", series).replace("<<.LabelMatchers>>", label_matchers)
+        queries += [Query(f"{where} (seriesQuery)", rule["seriesQuery"]), Query(f"{where} (metricsQuery)", metrics)]
+    return queries
+
+
 # -- Grafana to PromQL ------------------------------------------------------------------------------------------
 
 GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
