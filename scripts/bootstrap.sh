@@ -38,5 +38,8 @@ if [ "$LIGHT" = true ]; then
 else
     echo "==> installing eagle-eye (editable) with its test extras"
     "${PIP[@]}" -e ".[test,nvidia]"
+    # The Helm library for tests/deploy/test_helm.py: helm-sdkpy declares Python >= 3.12 but runs on 3.10 and later,
+    # so it cannot be a test extra; pinned here.
+    "${PIP[@]}" --ignore-requires-python "helm-sdkpy==${HELM_SDKPY_VERSION:-0.1.32}"
 fi
 echo "==> ready: $VENV"
