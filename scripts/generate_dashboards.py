@@ -710,9 +710,10 @@ def hardware_health() -> dict[str, Any]:
                 thresholds=[(None, "green"), (1, "orange")],
             ),
             Panel(
-                "Xid events (range)",
-                "NVML Xid events in the dashboard's time range, all selected GPUs.",
-                [Target("sum(" + on_node("increase(eagleeye_hw_gpu_xid_total[$__range])") + ") or vector(0)", "Xids")],
+                "Xid events",
+                "NVML Xid events on the selected GPUs since their monitors started (a counter's first value is "
+                "invisible to increase(), so this is the count itself; the table below splits it by GPU and Xid).",
+                [Target("sum(" + on_node("eagleeye_hw_gpu_xid_total") + ") or vector(0)", "Xids")],
                 kind="stat",
                 width=6,
                 height=5,

@@ -149,3 +149,20 @@ def test_the_hpa_is_valid_kubernetes_1_33_and_the_adapter_serves_its_metrics():
         assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}}
         assert "<<.Series>>" in rule["metricsQuery"] and "<<.LabelMatchers>>" in rule["metricsQuery"]
         assert "by (namespace, gen_ai_request_model)" in rule["metricsQuery"]
+
+
+DOCS = promql.ROOT / "docs" / "dashboards-and-alerts.md"
+
+
+def test_the_docs_list_every_alert_rule_dashboard_and_external_metric():
+    docs = DOCS.read_text()
+    for alert in promql.alert_names():
+        assert f"| `{alert}` |" in docs, alert
+    for rule in promql.recording_rule_names():
+        level, metric, operation = rule.split(":")
+        assert f"`{rule}`" in docs or (f"`:{operation}`" in docs and f"`{level}:{metric}:" in docs), rule
+    for path in promql.dashboard_files():
+        dashboard = promql.load_dashboard(path)
+        assert f"### {dashboard['title']} (`{dashboard['uid']}`)" in docs, dashboard["title"]
+    for rule in _yaml("prometheus-adapter-values.yaml")["rules"]["external"]:
+        assert f"`{rule['name']['as']}`" in docs
