@@ -863,6 +863,32 @@ def test_the_hardware_monitor_probe_answers_on_the_rendered_command(helm: Helm, 
         process.wait(10)
 
 
+def test_the_diagnosis_probes_answer_on_the_rendered_command(helm: Helm, nats_server: Any) -> None:
+    """`eagle-eye diagnose` run with the Deployment's args and env: /healthz on the probes' port, /metrics on the
+    port the scrape annotations name."""
+    http, metrics = free_port(), free_port()
+    install = helm.install({"diagnosis": {"httpPort": http, "metricsPort": metrics}})
+    deployment = install.named("Deployment", _name("diagnosis"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {k: v for k, v in _env(container).items() if isinstance(v, str)}
+    env.update(EAGLEEYE_NATS_URL=nats_server.url, PATH=os.environ["PATH"])
+    executable = str(Path(sys.executable).with_name("eagle-eye"))
+    process = subprocess.Popen(
+        [executable, *container["args"]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            assert _get(f"http://127.0.0.1:{ports[get['port']]}{get['path']}") == 200
+        scrape = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert _get(f"http://127.0.0.1:{scrape['prometheus.io/port']}{scrape['prometheus.io/path']}") == 200
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode in (0, -15), stderr.decode()[-2000:]
+
+
 # -- docs ------------------------------------------------------------------------------------------------------------
 
 
