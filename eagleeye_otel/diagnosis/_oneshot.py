@@ -82,6 +82,7 @@ def diagnose_files(
             "path": str(snapshot),
             "gpus": len(document.get("gpus") or []),
             "npus": len(document.get("npus") or []),
+            "kernel_log_events": stats.kernel_events,
             "skipped": stats.malformed,
         }
     if dmesg is not None:
