@@ -150,7 +150,9 @@ class NodeView:
 
     name: str
     seq: int = 0
+    """Counts the node's updates; a series or device is current when it carries the latest."""
     updated_at: float = 0.0
+    """Unix seconds (the engine's clock) of the latest update: how fresh the node's view is."""
     devices: dict[str, DeviceView] = field(default_factory=dict)
     series: dict[str, dict[SeriesKey, Series]] = field(default_factory=dict)
     events: dict[tuple[str, str, str | None], EventRecord] = field(default_factory=dict)
