@@ -495,6 +495,10 @@ def test_host_access_is_what_values_yaml_documents(installs: dict[str, Install])
     for name in host_paths:
         assert mounts[name]["readOnly"] is True
     assert pod["nodeSelector"]["accelerator"] == "huawei-Ascend910"
+    assert _env(pod["containers"][0])["LD_LIBRARY_PATH"] == (
+        "/usr/local/Ascend/driver/lib64/driver:/usr/local/Ascend/driver/lib64/common:/usr/local/Ascend/driver/lib64"
+        ":/usr/local/dcmi"
+    )
     assert not installs["npu"].of_kind("DaemonSet")[0]["metadata"]["name"].endswith("-gpu")
 
     # kernelLog.mode=file: the host's kern.log, read-only, read as group adm by a non-root user.
