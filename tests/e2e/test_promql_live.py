@@ -228,6 +228,15 @@ class Prometheus:
                 raise AssertionError(f"no {what} within {DEADLINE_S:g} s; targets: {self.api('targets')}")
             time.sleep(0.5)
 
+    def returns_data(self, expr: str, within_s: float = 10.0) -> bool:
+        """Whether ``expr`` returns a series, polled for ``within_s`` seconds."""
+        deadline = time.monotonic() + within_s
+        while not self.query(expr):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
     def wait_for(self, expr: str, predicate: Callable[[Samples], bool] = bool) -> Samples:
         samples: Samples = []
 
@@ -308,36 +317,34 @@ def test_every_dashboard_and_rule_expression_returns_data(start_vllm, nats_serve
 
         for i in range(REQUESTS):
             vllm.complete(f"Request {i}: tell the tiny model a story", max_tokens=8)
-        # Everything the queries read is in: the requests, the NVML Xid, a finding, and two evaluations of the
-        # per-replica recording rule (the queue alert takes its derivative).
+        # Everything the queries read is in: the requests, the NVML Xid, a finding; and history for rate() and
+        # deriv(): every target scraped 5 times, the token counter and the per-replica queue rule recorded 3 times.
         prometheus.wait_for(
             "gen_ai_server_time_to_first_token_seconds_count", lambda s: [v for _, v in s] == [REQUESTS]
         )
         prometheus.wait_for("eagleeye_hw_gpu_xid_total")
         prometheus.wait_for("eagleeye_diagnosis_findings")
+        prometheus.wait_for("min(count_over_time(up[1m]))", lambda s: bool(s) and s[0][1] >= 5)
+        prometheus.wait_for("count_over_time(vllm_generation_tokens_total[1m])", lambda s: bool(s) and s[0][1] >= 3)
         prometheus.wait_for(
-            "count_over_time(model:vllm_num_requests_waiting:avg_per_replica[1m])", lambda s: bool(s) and s[0][1] >= 2
+            "count_over_time(model:vllm_num_requests_waiting:avg_per_replica[1m])", lambda s: bool(s) and s[0][1] >= 3
         )
 
-        empty = []
+        expressions: list[tuple[str, str]] = []
         for path in promql.dashboard_files():
             variables = promql.all_values(path)
             for query in promql.dashboard_queries(path):
                 expr = promql.grafana_to_promql(query.expr, variables).replace(" or vector(0)", "")
-                if not prometheus.query(expr):
-                    empty.append(f"{query.where}: {expr}")
+                expressions.append((query.where, expr))
         for query in promql.rule_queries():
-            expr = promql.without_comparisons(query.expr) if query.alert else query.expr
-            if not prometheus.query(expr):
-                empty.append(f"{query.where}: {expr}")
+            expressions.append((query.where, promql.without_comparisons(query.expr) if query.alert else query.expr))
         for query in promql.autoscaling_queries(label_matchers=""):
             # The examples select their own namespace and model; this run has no namespace label and another model.
-            expr = re.sub(r"\{[^{}]*\}", "", query.expr)
-            if not prometheus.query(expr):
-                empty.append(f"{query.where}: {expr}")
-        for name in sorted(promql.recording_rule_names()):
-            if not prometheus.query(name):
-                empty.append(f"recorded series {name}")
+            expressions.append((query.where, re.sub(r"\{[^{}]*\}", "", query.expr)))
+        expressions += [(f"recorded series {name}", name) for name in sorted(promql.recording_rule_names())]
+        # A rule's first evaluation over fresh data may lag a second behind the scrape: each expression gets a few
+        # seconds to answer; a wrong name never does.
+        empty = [f"{where}: {expr}" for where, expr in expressions if not prometheus.returns_data(expr)]
         assert not empty, "expressions that returned no series:\n" + "\n".join(empty)
 
         rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
