@@ -22,7 +22,9 @@ After a few completions, every expression must return at least one series:
   pending or firing as written: thermal throttling, an accelerator failed, a critical finding. Then the monitor and
   vLLM are stopped, and both stale-instance conditions must hold as written.
 
-No timing is asserted: every wait polls for the data and fails only at a generous deadline.
+Prometheus is started here rather than with the shared ``start_prometheus`` fixture, which has no rule files:
+this one loads the rules and evaluates them. No timing is asserted: every wait polls for the data and fails only at
+a generous deadline.
 """
 
 from __future__ import annotations
