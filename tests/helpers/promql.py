@@ -14,12 +14,14 @@ Shared by the static checks (``tests/deploy``) and the live evaluation (``tests/
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -256,6 +258,15 @@ def _sanitize(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
+def _diagnosis_semconv() -> ModuleType | None:
+    """The diagnosis service's names, or None where the module does not exist (then the queries that use them
+    fail the name check, and only they)."""
+    try:
+        return importlib.import_module("eagleeye_otel.semconv._diagnosis")
+    except ModuleNotFoundError:
+        return None
+
+
 @cache
 def defined_series() -> frozenset[str]:
     """Every series name (``_total``, ``_bucket``, ``_sum``, ``_count`` included) the exporter writes for the
@@ -267,9 +278,9 @@ def defined_series() -> frozenset[str]:
 
     from eagleeye_otel.receivers.hardware import register_cgroup_metrics  # noqa: PLC0415
     from eagleeye_otel.semconv import VLLM_METRICS, InstrumentKind  # noqa: PLC0415
-    from eagleeye_otel.semconv import _diagnosis as dx  # noqa: PLC0415
     from eagleeye_otel.semconv import _hardware as hw  # noqa: PLC0415
 
+    dx = _diagnosis_semconv()
     registry = CollectorRegistry()
     provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)], shutdown_on_exit=False)
     meter = provider.get_meter("eagleeye-semconv-names")
@@ -293,7 +304,8 @@ def defined_series() -> frozenset[str]:
         create(metric.name, [observe], unit=metric.unit)
     # The diagnosis service's instruments, as its docstrings in semconv/_diagnosis.py describe them (hw.status is
     # the hardware table's).
-    meter.create_observable_gauge(dx.EAGLEEYE_DIAGNOSIS_FINDINGS, [observe], unit="{finding}")
+    if dx is not None:
+        meter.create_observable_gauge(dx.EAGLEEYE_DIAGNOSIS_FINDINGS, [observe], unit="{finding}")
     # Container metrics: the real registration, on a fixture cgroup tree that has every file.
     assert register_cgroup_metrics(provider, root_path=CGROUP_FIXTURE)
     try:
@@ -308,9 +320,9 @@ def defined_series() -> frozenset[str]:
 def defined_labels() -> frozenset[str]:
     """The Prometheus label of every attribute the semantic conventions put on Eagle Eye's points and resources."""
     from eagleeye_otel.semconv import ENGINE_ATTRIBUTES, VLLM_FINISHED_REASON  # noqa: PLC0415
-    from eagleeye_otel.semconv import _diagnosis as dx  # noqa: PLC0415
     from eagleeye_otel.semconv import _hardware as hw  # noqa: PLC0415
 
+    dx = _diagnosis_semconv()
     attributes = {
         *ENGINE_ATTRIBUTES,
         VLLM_FINISHED_REASON,
@@ -318,9 +330,9 @@ def defined_labels() -> frozenset[str]:
         *hw.DEVICE_DESCRIPTION_ATTRIBUTES,
         hw.EAGLEEYE_NODE_NAME,
         *(attribute for metric in hw.HARDWARE_METRICS for attribute in metric.attributes),
-        dx.EAGLEEYE_DIAGNOSIS_FAULT,
-        dx.EAGLEEYE_DIAGNOSIS_SEVERITY,
     }
+    if dx is not None:
+        attributes |= {dx.EAGLEEYE_DIAGNOSIS_FAULT, dx.EAGLEEYE_DIAGNOSIS_SEVERITY}
     return frozenset(_sanitize(attribute) for attribute in attributes)
 
 
