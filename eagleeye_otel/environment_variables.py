@@ -181,3 +181,44 @@ EAGLEEYE_HOST_ROOT: Final = "EAGLEEYE_HOST_ROOT"
 Where the host's filesystem is mounted in the hardware monitor's container (``/hostfs``), for ``/dev/kmsg`` and the
 Ascend driver's ``version.info``. Default ``/``.
 """
+
+EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT: Final = "EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT"
+"""
+.. envvar:: EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT
+
+What the diagnosis service subscribes to for OTLP hardware metrics; wildcards allowed. Default
+``<EAGLEEYE_HARDWARE_SUBJECT_PREFIX>.>`` (``eagle_eye.hardware.>``).
+"""
+
+EAGLEEYE_DIAGNOSIS_SUBJECT_PREFIX: Final = "EAGLEEYE_DIAGNOSIS_SUBJECT_PREFIX"
+"""
+.. envvar:: EAGLEEYE_DIAGNOSIS_SUBJECT_PREFIX
+
+The diagnosis service publishes findings on ``<prefix>.<node>``. Default ``eagle_eye.diagnosis``.
+"""
+
+EAGLEEYE_DIAGNOSIS_HTTP: Final = "EAGLEEYE_DIAGNOSIS_HTTP"
+"""
+.. envvar:: EAGLEEYE_DIAGNOSIS_HTTP
+
+Where the diagnosis service serves its report page and JSON API: ``host:port`` (port 0 picks a free one), or
+``off``. Default ``0.0.0.0:9467``.
+"""
+
+EAGLEEYE_DIAGNOSIS_REFRESH_INTERVAL: Final = "EAGLEEYE_DIAGNOSIS_REFRESH_INTERVAL"
+"""
+.. envvar:: EAGLEEYE_DIAGNOSIS_REFRESH_INTERVAL
+
+Seconds between two restatements of every active finding on NATS (``change: active``), so a router that joined
+late or missed a message catches up. Default 5; must be in (0, 300].
+"""
+
+EAGLEEYE_INSTANCE_DEVICES: Final = "EAGLEEYE_INSTANCE_DEVICES"
+"""
+.. envvar:: EAGLEEYE_INSTANCE_DEVICES
+
+Comma-separated ids of the accelerators a vLLM instance uses, as the hardware monitor names them (GPU UUIDs,
+``npu-<card>-<device>``), copied into its routing messages so routers can avoid it while one has a critical finding.
+Default: the GPU UUIDs in ``NVIDIA_VISIBLE_DEVICES``, else in ``CUDA_VISIBLE_DEVICES``; none when those hold
+indices.
+"""

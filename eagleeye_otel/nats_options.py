@@ -1,7 +1,7 @@
 """Turn :class:`~eagleeye_otel.settings.NatsSettings` into ``nats.connect()`` keyword arguments.
 
 Publishers inside vLLM and services share the authentication and TLS handling; they differ only in how they
-treat an unreachable server (see ``background``).
+treat an unreachable server (see ``background``). The error helpers word what NATS answered, without credentials.
 """
 
 from __future__ import annotations
@@ -9,15 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+import nats.errors
 from nats.aio.client import Client
 
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.settings import NatsSettings
 
-__all__ = ["CONNECT_ATTEMPT_DEADLINE_S", "connect_in_background", "connect_options", "rate_limited_error_callback"]
+__all__ = [
+    "CONNECT_ATTEMPT_DEADLINE_S",
+    "connect_in_background",
+    "connect_options",
+    "describe_nats_error",
+    "rate_limited_error_callback",
+    "redacted_urls",
+]
 
 CONNECT_ATTEMPT_DEADLINE_S = 10.0
 """Longest one connection attempt (every server once) may take before it is abandoned and retried."""
@@ -140,3 +149,22 @@ async def connect_in_background(
 
 def _no_answer() -> TimeoutError:
     return TimeoutError(f"no NATS handshake within {CONNECT_ATTEMPT_DEADLINE_S:g} s (a TLS failure, or a stuck server)")
+
+
+def describe_nats_error(error: BaseException) -> str:
+    """nats-py's own errors say ``nats: ...``; an OSError's text needs its type (``Connect call failed``)."""
+    text = str(error)
+    if isinstance(error, nats.errors.Error) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def redacted_urls(urls: Sequence[str]) -> tuple[str, ...]:
+    """Server URLs without the user and password they may embed, for error messages."""
+    result = []
+    for url in urls:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        result.append(parts.geturl())
+    return tuple(result)

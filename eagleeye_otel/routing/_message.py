@@ -58,6 +58,25 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         ]
         | None
     ) = None
+    node: (
+        Annotated[
+            str,
+            Meta(
+                max_length=256,
+                description="Node the instance runs on (EAGLEEYE_NODE_NAME, NODE_NAME or the host name), as the "
+                "hardware monitor and the diagnosis name it.",
+            ),
+        ]
+        | None
+    ) = None
+    devices: Annotated[
+        tuple[Annotated[str, Meta(max_length=128)], ...],
+        Meta(
+            max_length=64,
+            description="Ids of the accelerators the instance uses, as the hardware monitor names them (GPU UUIDs, "
+            "npu-<card>-<device>); a router avoids the instance while one has a critical diagnosis finding.",
+        ),
+    ] = ()
     prefix_cache_queries_total: Annotated[
         int, Meta(ge=0, description="Prompt tokens looked up in the prefix cache.")
     ] = 0

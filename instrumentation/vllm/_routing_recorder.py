@@ -26,6 +26,8 @@ class RoutingRecorder:
         engine: data-parallel engine index.
         started: Unix time the publisher started (lets routers tell a restart from a replay).
         endpoint: where routers send this instance's requests, if configured.
+        node: the node the instance runs on, so routers can match the diagnosis' findings to it.
+        devices: the accelerators it uses (GPU UUIDs, ``npu-<card>-<device>``), for the same purpose.
     """
 
     def __init__(
@@ -37,6 +39,8 @@ class RoutingRecorder:
         engine: int,
         started: float,
         endpoint: str | None,
+        node: str | None = None,
+        devices: tuple[str, ...] = (),
     ) -> None:
         self._publisher = publisher
         self._instance = instance
@@ -44,6 +48,8 @@ class RoutingRecorder:
         self._engine = engine
         self._started = started
         self._endpoint = endpoint
+        self._node = node
+        self._devices = devices
         self._prefix_queries = 0
         self._prefix_hits = 0
         self._prompt_tokens = 0
@@ -87,6 +93,8 @@ class RoutingRecorder:
                 kv_cache_usage=kv_cache_usage,
                 started=self._started,
                 endpoint=self._endpoint,
+                node=self._node,
+                devices=self._devices,
                 prefix_cache_queries_total=self._prefix_queries,
                 prefix_cache_hits_total=self._prefix_hits,
                 prompt_tokens_total=self._prompt_tokens,

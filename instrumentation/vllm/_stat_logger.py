@@ -72,6 +72,8 @@ class EagleEyeStatLogger(StatLoggerBase):
                 engine=engine_index,
                 started=runtime.started,
                 endpoint=runtime.settings.routing.endpoint,
+                node=runtime.settings.routing.node,
+                devices=runtime.settings.routing.devices,
             )
 
     def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:

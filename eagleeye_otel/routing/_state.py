@@ -1,0 +1,62 @@
+"""What a :class:`~eagleeye_otel.routing.RouterClient` hands out: an engine's state and the ingest counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eagleeye_otel.routing._message import RoutingMessage
+
+if TYPE_CHECKING:
+    from eagleeye_otel.diagnosis import Finding
+
+__all__ = ["InstanceState", "RouterStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """The newest accepted load of one engine of one instance.
+
+    Attributes:
+        message: the newest message accepted for this (instance, engine).
+        received_at: the client's clock (``time.monotonic`` by default) when it was accepted.
+        findings: the active diagnosis findings on its node or devices, severity first (with ``follow_health``).
+    """
+
+    message: RoutingMessage
+    received_at: float
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        """False while a critical finding is active on the engine's node as a whole or on one of its devices."""
+        return not any(finding.severity == "critical" for finding in self.findings)
+
+    def age(self, now: float) -> float:
+        """Seconds since the message was accepted; ``now`` is a reading of the client's clock."""
+        return now - self.received_at
+
+
+@dataclass(frozen=True)
+class RouterStats:
+    """Counts since the client was created; ``received`` is the sum of the other counts but ``expired``.
+
+    Attributes:
+        received: payloads handed to :meth:`RouterClient.handle`.
+        accepted: messages that updated the view.
+        invalid: payloads that are not a valid routing message v1 (bad JSON, wrong types, out of range).
+        oversized: payloads over :data:`~eagleeye_otel.routing.MAX_MESSAGE_BYTES`, dropped undecoded.
+        out_of_order: messages older than the one held (lower ``seq`` with the same ``started``).
+        duplicates: messages with the ``seq`` already held, such as a snapshot reply; harmless.
+        overflow: messages of a new (instance, engine) dropped because the view was full.
+        expired: (instance, engine) entries removed after ``stale_after`` seconds without a message.
+    """
+
+    received: int
+    accepted: int
+    invalid: int
+    oversized: int
+    out_of_order: int
+    duplicates: int
+    overflow: int
+    expired: int
