@@ -121,3 +121,26 @@ def test_record_never_raises(vllm_config, runtime, reader):
     logger.record(SimpleNamespace(num_running_reqs=None), SimpleNamespace(finished_requests=None))
     logger.record(None, None, None, None, engine_idx="x")
     _points(reader, sc.VLLM_NUM_REQUESTS_RUNNING)
+
+
+class _Offers:
+    """A stand-in for the routing publisher: keeps what is offered."""
+
+    def __init__(self) -> None:
+        self.offered: list[object] = []
+
+    def offer(self, message: object) -> None:
+        self.offered.append(message)
+
+
+def test_routing_messages_say_which_node_and_devices_the_instance_uses(vllm_config, reader):
+    publisher = _Offers()
+    routing = RoutingSettings(instance_id="pod-1", node="gpu-node-1", devices=("GPU-aaaa", "GPU-bbbb"))
+    provider = MeterProvider(metric_readers=[reader])
+    runtime = PluginRuntime(
+        settings=Settings(routing=routing), publisher=publisher, started=time.time(), meter_provider=provider
+    )
+    EagleEyeStatLogger(vllm_config, 0, runtime=runtime).record(SchedulerStats(num_running_reqs=1), None)
+    assert [(m.node, m.devices) for m in publisher.offered] == [("gpu-node-1", ("GPU-aaaa", "GPU-bbbb"))]
+    shared_metrics_recorder(provider).shutdown()
+    provider.shutdown()
