@@ -92,6 +92,8 @@ class DiagnosisService:
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._in_order = asyncio.Lock()
+        """Held from an evaluation to its last message, so two evaluations' messages never interleave."""
         self._publish_log = LogLimiter(_logger)
         self._tick_log = LogLimiter(_logger)
 
@@ -216,15 +218,17 @@ class DiagnosisService:
                 self._tick_log.warning("diagnosis: a periodic evaluation failed", exc_info=True)
 
     async def _evaluate(self, *, devices: tuple[DeviceRef, ...] | None = None) -> None:
-        changes = self.engine.evaluate()
-        if changes or devices is not None:
-            self.board.update(self.engine.active(), changes, devices)
-        if changes:
-            await self._announce(changes_in_order(changes))
+        async with self._in_order:
+            changes = self.engine.evaluate()
+            if changes or devices is not None:
+                self.board.update(self.engine.active(), changes, devices)
+            if changes:
+                await self._announce(changes_in_order(changes))
 
     async def _restate(self) -> None:
         """Publish every active finding again, so a consumer converges without asking."""
-        await self._announce((FindingChange.ACTIVE, finding) for finding in self.board.view.active)
+        async with self._in_order:
+            await self._announce((FindingChange.ACTIVE, finding) for finding in self.board.view.active)
 
     async def _announce(self, changes: Iterable[tuple[FindingChange, Finding]]) -> None:
         nc = self._nc
