@@ -51,13 +51,7 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         float | None,
         Meta(description="Unix time the publisher started; a new value means a restart and `seq` starts over."),
     ] = None
-    endpoint: (
-        Annotated[
-            str,
-            Meta(max_length=2048, description="Where to send this instance's requests (EAGLEEYE_INSTANCE_ENDPOINT)."),
-        ]
-        | None
-    ) = None
+    endpoint: Annotated[str, _URL, Meta(description="Where to send this instance's requests.")] | None = None
     node: (
         Annotated[
             str,
