@@ -108,7 +108,9 @@ class EmbeddedNatsServer:
         if self.running:
             return
         args = [str(self._binary), "-a", self.host, "-p", str(self.port), *self._extra_args]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground group, and the server must outlive
+        # its owner's clients until the owner has flushed them and stops it.
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

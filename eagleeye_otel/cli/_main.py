@@ -9,6 +9,7 @@ import click
 
 from eagleeye_otel.cli._diagnose import diagnose
 from eagleeye_otel.cli._hardware_monitor import hardware_monitor
+from eagleeye_otel.cli._simulate import simulate
 from eagleeye_otel.cli._top import top
 from eagleeye_otel.cli._up import up
 from eagleeye_otel.routing import routing_json_schema
@@ -42,4 +43,5 @@ def schema_routing() -> None:
 main.add_command(up)
 main.add_command(hardware_monitor)
 main.add_command(diagnose)
+main.add_command(simulate)
 main.add_command(top)

@@ -45,6 +45,9 @@ def test_up_rejects_a_bad_setting_by_name() -> None:
     assert "EAGLEEYE_NATS_URL" in result.stderr
 
 
+_FREE_PORTS = ("--hardware-port", "0", "--diagnosis-port", "0", "--report-port", "0")
+
+
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -57,7 +60,7 @@ def test_up_serves_nats_reports_an_instance_and_stops_cleanly(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("EAGLEEYE_")}
     with log.open("w") as out:
         up = subprocess.Popen(
-            [EAGLE_EYE, "up", "--nats-port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
+            [EAGLE_EYE, "up", "--nats-port", str(port), *_FREE_PORTS], stdout=out, stderr=subprocess.STDOUT, env=env
         )
     try:
         deadline = time.monotonic() + 30
