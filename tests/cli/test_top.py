@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -156,7 +157,9 @@ def test_top_in_a_real_terminal_shows_instances_and_findings_sorts_and_quits(
     publisher.start()
     exit_file = tmp_path / "exit"
     # Without COLUMNS and LINES, which pytest may set, rich sizes the view to the tmux window.
-    command = f"env -u COLUMNS -u LINES {EAGLE_EYE} top --nats-url {nats_server.url} --refresh 0.2; echo $? > {exit_file}"
+    command = (
+        f"env -u COLUMNS -u LINES {EAGLE_EYE} top --nats-url {nats_server.url} --refresh 0.2; echo $? > {exit_file}"
+    )
     try:
         tmux("new-session", "-d", "-s", "top", "-x", "180", "-y", "40", command)
         names = ("inst-a", "inst-b", "inst-c")
@@ -175,3 +178,34 @@ def test_top_in_a_real_terminal_shows_instances_and_findings_sorts_and_quits(
     finally:
         stop.set()
         publisher.join(5)
+
+
+@pytest.mark.integration
+def test_top_shows_the_fleet_eagle_eye_simulate_publishes(
+    nats_server: EmbeddedNatsServer, tmux: Callable[..., str], tmp_path: Path
+) -> None:
+    env = {**os.environ, "EAGLEEYE_NATS_URL": nats_server.url}
+    simulate = subprocess.Popen(
+        [EAGLE_EYE, "simulate", "--instances", "3", "--duration", "60", "--seed", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    exit_file = tmp_path / "exit"
+    command = (
+        f"env -u COLUMNS -u LINES {EAGLE_EYE} top --nats-url {nats_server.url} --refresh 0.2; echo $? > {exit_file}"
+    )
+    try:
+        tmux("new-session", "-d", "-s", "top", "-x", "160", "-y", "30", command)
+        names = ("sim-0000", "sim-0001", "sim-0002")
+        _wait_for_screen(tmux, lambda s: all(n in s for n in names) and "3 engines" in s)
+        tmux("send-keys", "-t", "top", "r")
+        _wait_for_screen(tmux, lambda s: "sorted by running" in s)
+        tmux("send-keys", "-t", "top", "q")
+        deadline = time.monotonic() + 10
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert exit_file.read_text().strip() == "0"
+    finally:
+        simulate.terminate()
+        simulate.wait(10)
