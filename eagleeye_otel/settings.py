@@ -9,7 +9,6 @@ service stops at start and vLLM's plugin can log one clear error and stay out of
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 from eagleeye_otel import environment_variables as ev
 from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.nats_subjects import check_subject, subject_token
 from eagleeye_otel.semconv import (
     DEFAULT_HARDWARE_SUBJECT_PREFIX,
     DEFAULT_METRICS_SUBJECT,
@@ -28,11 +28,13 @@ from eagleeye_otel.semconv import (
 
 __all__ = [
     "DEFAULT_NATS_URL",
+    "EnvReader",
     "HardwareSettings",
     "MetricsSettings",
     "NatsSettings",
     "RoutingSettings",
     "Settings",
+    "check_subject",
     "default_instance_id",
     "subject_token",
 ]
@@ -41,8 +43,6 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 """Where publishers look for NATS when :envvar:`EAGLEEYE_NATS_URL` is unset: the port ``eagle-eye up`` uses."""
 
 _NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
-_SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_\-]")
 _MAX_HEARTBEAT_S = 60.0
 _MAX_DEVICES, _MAX_DEVICE_ID = 64, 128
 """Bounds of the routing message's ``devices``."""
@@ -123,7 +123,7 @@ class Settings:
         Raises:
             ConfigError: a variable has a value that cannot be used; the error names it.
         """
-        env = _Env(os.environ if environ is None else environ)
+        env = EnvReader(os.environ if environ is None else environ)
         nats = NatsSettings(
             servers=_servers(env.get(ev.EAGLEEYE_NATS_URL)),
             token=env.get(ev.EAGLEEYE_NATS_TOKEN),
@@ -206,7 +206,7 @@ class HardwareSettings:
         Raises:
             ConfigError: a variable has a value that cannot be used; the error names it.
         """
-        env = _Env(os.environ if environ is None else environ)
+        env = EnvReader(os.environ if environ is None else environ)
         k8s_node_name = env.get("NODE_NAME")
         kernel_log = env.get(ev.EAGLEEYE_KERNEL_LOG) or "auto"
         if kernel_log not in ("auto", "off"):
@@ -229,15 +229,6 @@ class HardwareSettings:
         )
 
 
-def subject_token(name: str) -> str:
-    """``name`` as one NATS subject token: every character but letters, digits, ``-`` and ``_`` becomes ``_``.
-
-    Node names often hold dots (``ip-10-0-0-7.ec2.internal``), which would split ``<prefix>.<node>`` into several
-    tokens and escape a ``<prefix>.*`` subscription.
-    """
-    return _NOT_TOKEN.sub("_", name) or "_"
-
-
 def default_instance_id(environ: Mapping[str, str] | None = None) -> str:
     """A routing instance id unique per process and stable for the life of a pod: ``<pod>-<pid>``."""
     env = os.environ if environ is None else environ
@@ -245,7 +236,7 @@ def default_instance_id(environ: Mapping[str, str] | None = None) -> str:
     return f"{host}-{os.getpid()}"
 
 
-class _Env:
+class EnvReader:
     """Reads stripped, non-empty values; empty counts as unset, as in the OTel SDK."""
 
     def __init__(self, raw: Mapping[str, str]) -> None:
@@ -318,9 +309,7 @@ def _check_pairs(nats: NatsSettings) -> None:
 def _subject(name: str, value: str | None, default: str) -> str:
     if value is None:
         return default
-    tokens = value.split(".")
-    if not all(_SUBJECT_TOKEN.match(t) for t in tokens):
-        raise ConfigError(name, value, "a subject is dot-separated tokens of letters, digits, '-' and '_'")
+    check_subject(name, value)
     return value
 
 
@@ -348,7 +337,7 @@ def _metric_overrides(enable: str | None, disable: str | None) -> dict[str, bool
     return overrides
 
 
-def _devices(env: _Env) -> tuple[str, ...]:
+def _devices(env: EnvReader) -> tuple[str, ...]:
     """:envvar:`EAGLEEYE_INSTANCE_DEVICES`, else the GPU UUIDs the container runtime or CUDA was given.
 
     Indices (``0,1``) cannot be matched to the monitor's UUIDs without NVML, nor Ascend device numbers to its

@@ -7,7 +7,6 @@ stops at start with a :class:`~eagleeye_otel.errors.ConfigError` naming the vari
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -24,9 +23,10 @@ from opentelemetry.sdk.environment_variables import (
 
 from eagleeye_otel import environment_variables as ev
 from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.nats_subjects import check_subject, subject_token
 from eagleeye_otel.sdk import PipelineSettings
 from eagleeye_otel.semconv import DEFAULT_DIAGNOSIS_SUBJECT_PREFIX, DEFAULT_HARDWARE_SUBJECT_PREFIX
-from eagleeye_otel.settings import subject_token
+from eagleeye_otel.settings import EnvReader
 
 __all__ = [
     "DEFAULT_DIAGNOSIS_HTTP_PORT",
@@ -39,7 +39,6 @@ DEFAULT_DIAGNOSIS_PROMETHEUS_PORT: Final = 9466
 DEFAULT_DIAGNOSIS_HTTP_PORT: Final = 9467
 """The report page and the JSON API."""
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _LOG_PROTOCOLS: Final = ("grpc", "http/protobuf")
 _MAX_REFRESH_S: Final = 300.0
 
@@ -85,15 +84,13 @@ class DiagnosisSettings:
             ConfigError: a variable has a value that cannot be used; the error names it.
         """
         raw = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            return raw.get(name, "").strip() or None
+        get = EnvReader(raw).get
 
         hardware_prefix = get(ev.EAGLEEYE_HARDWARE_SUBJECT_PREFIX) or DEFAULT_HARDWARE_SUBJECT_PREFIX
         input_subject = get(ev.EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT) or f"{hardware_prefix}.>"
-        _check_subject(ev.EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT, input_subject, wildcards=True)
+        check_subject(ev.EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT, input_subject, wildcards=True)
         prefix = get(ev.EAGLEEYE_DIAGNOSIS_SUBJECT_PREFIX) or DEFAULT_DIAGNOSIS_SUBJECT_PREFIX
-        _check_subject(ev.EAGLEEYE_DIAGNOSIS_SUBJECT_PREFIX, prefix, wildcards=False)
+        check_subject(ev.EAGLEEYE_DIAGNOSIS_SUBJECT_PREFIX, prefix)
         http_host, http_port = _http(get(ev.EAGLEEYE_DIAGNOSIS_HTTP))
         pipeline_env = {
             OTEL_EXPORTER_PROMETHEUS_HOST: "0.0.0.0",
@@ -109,15 +106,6 @@ class DiagnosisSettings:
             logs_protocol=_logs_protocol(get),
             pipeline=PipelineSettings.from_env(pipeline_env),
         )
-
-
-def _check_subject(name: str, value: str, *, wildcards: bool) -> None:
-    tokens = value.split(".")
-    for index, token in enumerate(tokens):
-        if _TOKEN.match(token) or (wildcards and (token == "*" or (token == ">" and index == len(tokens) - 1))):
-            continue
-        allowed = "; '*' and a final '>' are wildcards" if wildcards else ""
-        raise ConfigError(name, value, f"a subject is dot-separated tokens of letters, digits, '-' and '_'{allowed}")
 
 
 def _http(value: str | None) -> tuple[str, int | None]:
