@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with Eagle Eye (editable), its test tools, a CPU build of vLLM, Debian's Prometheus and Chromium.
 # Safe to re-run: each step is skipped when already done.
-#   --light   only Eagle Eye and its command line (no vLLM, Prometheus or Chromium): enough for `eagle-eye up`.
+#   --light   only Eagle Eye, its command line and NVML's Python binding (no vLLM, Prometheus or Chromium):
+#             enough for `eagle-eye up`.
 set -euo pipefail
 LIGHT=false
 [ "${1:-}" = "--light" ] && LIGHT=true
@@ -42,7 +43,7 @@ fi
 
 if [ "$LIGHT" = true ]; then
     echo "==> installing eagle-eye (editable)"
-    "${PIP[@]}" -e .
+    "${PIP[@]}" -e ".[nvidia]"
 else
     echo "==> installing eagle-eye (editable) with its test extras"
     "${PIP[@]}" -e ".[test,nvidia]"

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh --light
-exec .venv/bin/eagle-eye up "$@"
+exec "${EAGLEEYE_VENV:-.venv}/bin/eagle-eye" up "$@"

@@ -14,6 +14,7 @@ import threading
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from eagleeye_otel.cli._hardware_output import print_sweep, sweep_document
 from eagleeye_otel.errors import EagleEyeError
@@ -97,7 +98,7 @@ def hardware_monitor(  # click passes options by name
         monitor.close()
         raise click.ClickException(str(error)) from error
     for note in monitor.notes:
-        console.print(f"[yellow]![/] {note}")
+        console.print(f"[yellow]![/] {escape(note)}")
     first = monitor.sweep()
     console.print(f"[green]✓[/] node {hardware.node_name}: {len(first.gpus)} GPU(s), {len(first.npus)} NPU(s)")
     if service.prometheus is not None:

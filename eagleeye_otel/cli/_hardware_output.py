@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from eagleeye_otel.receivers.hardware._instruments import gpu_state, npu_state
@@ -82,7 +83,7 @@ def print_sweep(console: Console, sweep: Sweep) -> None:
     taken = datetime.datetime.fromtimestamp(sweep.taken_at).isoformat(timespec="seconds")
     console.print(f"[bold]{sweep.node}[/]  {taken}")
     for note in sweep.notes:
-        console.print(f"  [yellow]![/] {note}")
+        console.print(f"  [yellow]![/] {escape(note)}")
     if sweep.gpus:
         console.print(_gpu_table(sweep.gpus))
     if sweep.npus:

@@ -16,6 +16,7 @@ import signal
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from eagleeye_otel.diagnosis import DiagnosisEngine, DiagnosisService, DiagnosisSettings, load_knowledge_base
@@ -111,7 +112,7 @@ async def _run(
                 raise
             stack.callback(service.stop)
             for note in monitor.notes:
-                console.print(f"  [yellow]![/] {note}")
+                console.print(f"  [yellow]![/] {escape(note)}")
             port = service.prometheus.port if service.prometheus is not None else ports.hardware
             console.print(
                 f"[green]✓[/] hardware node {hardware.node_name} on {hardware.subject}, metrics http://{host}:{port}/metrics"
@@ -175,9 +176,9 @@ async def _watch(client: RouterClient, stop: asyncio.Event, console: Console) ->
         current = {(s.message.instance, s.message.engine): s for s in client.instances()}
         for key in current.keys() - known:
             message = current[key].message
-            console.print(f"  + {message.instance} engine {message.engine} serving {message.model}")
+            console.print(escape(f"  + {message.instance} engine {message.engine} serving {message.model}"))
         for instance, engine in known - current.keys():
-            console.print(f"  - {instance} engine {engine} went quiet")
+            console.print(escape(f"  - {instance} engine {engine} went quiet"))
         known = set(current)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
