@@ -4,68 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 
-import msgspec
 import nats
 import pytest
-from nats.aio.msg import Msg
 
 from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
-from eagleeye_otel.routing import RoutingMessage
-from eagleeye_otel.settings import Settings
+from tests.helpers.routing import Received, make_publisher, step, subscribe
 
 pytestmark = pytest.mark.integration
-
-SUBJECT = "eagle_eye.routing_metrics"
-_decode = msgspec.json.Decoder(RoutingMessage).decode
-
-
-def step(engine: int = 0, *, waiting: int = 0, running: int = 1, kv: float = 0.25) -> RoutingMessage:
-    return RoutingMessage(
-        version=1,
-        instance="pod-a",
-        model="tiny",
-        engine=engine,
-        timestamp=time.time(),
-        seq=0,
-        num_requests_waiting=waiting,
-        num_requests_running=running,
-        kv_cache_usage=kv,
-        started=1_700_000_000.0,
-    )
-
-
-class Received:
-    """Routing messages seen by a plain nats-py subscriber."""
-
-    def __init__(self) -> None:
-        self.messages: list[RoutingMessage] = []
-
-    async def on_message(self, msg: Msg) -> None:
-        self.messages.append(_decode(msg.data))
-
-    def steps(self) -> list[RoutingMessage]:
-        return [m for m in self.messages if not m.heartbeat]
-
-    def heartbeats(self) -> list[RoutingMessage]:
-        return [m for m in self.messages if m.heartbeat]
-
-
-async def subscribe(url: str, **options: str) -> tuple[nats.aio.client.Client, Received]:
-    """A router stand-in subscribed (and flushed, so the server knows) before the test publishes."""
-    sink = Received()
-    nc = await nats.connect(url, **options)
-    await nc.subscribe(SUBJECT, cb=sink.on_message)
-    await nc.flush()
-    return nc, sink
-
-
-def make_publisher(url: str, **env: str) -> RoutingPublisher:
-    settings = Settings.from_env({"EAGLEEYE_NATS_URL": url, "EAGLEEYE_HEARTBEAT_INTERVAL": "0.2", **env})
-    return RoutingPublisher(nats_settings=settings.nats, routing=settings.routing, client_name="test-publisher")
 
 
 @pytest.fixture

@@ -8,28 +8,22 @@ import logging
 import shutil
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import msgspec
-import nats
 import pytest
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from eagleeye_otel.errors import RouterConnectError
 from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.nats_server import EmbeddedNatsServer
-from eagleeye_otel.routing import RouterClient, RoutingMessage
-from eagleeye_otel.settings import Settings
+from eagleeye_otel.routing import RouterClient
+from tests.helpers.routing import INSTANCE, Received, make_publisher, settings_for, step, subscribe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-SUBJECT = "eagle_eye.routing_metrics"
 PUBLISHER_LOGGER = "eagleeye_otel.exporters.nats._routing_publisher"
-_decode = msgspec.json.Decoder(RoutingMessage).decode
 
 
 # -- certificates ------------------------------------------------------------------------------------------------
@@ -124,58 +118,16 @@ def mtls_server(pki: Pki) -> Iterator[EmbeddedNatsServer]:
         yield server
 
 
+def tls_client(context: ssl.SSLContext) -> dict[str, Any]:
+    """nats-py options of a TLS subscriber that gives up after one try (a refusal must not stall the test)."""
+    return {"tls": context, "connect_timeout": 5, "max_reconnect_attempts": 1}
+
+
 def client_context(pki: Pki, *, with_client_cert: bool = False) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(pki.ca))
     if with_client_cert:
         context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
     return context
-
-
-class Received:
-    """Routing messages seen by a plain nats-py subscriber over TLS."""
-
-    def __init__(self) -> None:
-        self.messages: list[RoutingMessage] = []
-
-    async def on_message(self, msg: Msg) -> None:
-        self.messages.append(_decode(msg.data))
-
-    def steps(self) -> list[RoutingMessage]:
-        return [m for m in self.messages if not m.heartbeat]
-
-
-async def subscribe(url: str, context: ssl.SSLContext) -> tuple[Client, Received]:
-    sink = Received()
-    nc = await nats.connect(url, tls=context, connect_timeout=5, max_reconnect_attempts=1)
-    await nc.subscribe(SUBJECT, cb=sink.on_message)
-    await nc.flush()
-    return nc, sink
-
-
-def settings_for(url: str, **env: str | Path) -> Settings:
-    return Settings.from_env(
-        {"EAGLEEYE_NATS_URL": url, "EAGLEEYE_HEARTBEAT_INTERVAL": "0.2", **{k: str(v) for k, v in env.items()}}
-    )
-
-
-def make_publisher(url: str, **env: str | Path) -> RoutingPublisher:
-    settings = settings_for(url, **env)
-    return RoutingPublisher(nats_settings=settings.nats, routing=settings.routing, client_name="tls-publisher")
-
-
-def step(*, waiting: int = 0, running: int = 1, kv: float = 0.25) -> RoutingMessage:
-    return RoutingMessage(
-        version=1,
-        instance="pod-tls",
-        model="tiny",
-        engine=0,
-        timestamp=time.time(),
-        seq=0,
-        num_requests_waiting=waiting,
-        num_requests_running=running,
-        kv_cache_usage=kv,
-        started=1_700_000_000.0,
-    )
 
 
 def publisher_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -210,7 +162,7 @@ async def test_publisher_verifies_the_server_with_the_configured_ca(tls_server, 
     url = tls_url(tls_server)
     assert settings_for(url, EAGLEEYE_NATS_TLS_CA=pki.ca).nats.tls
     publisher = make_publisher(url, EAGLEEYE_NATS_TLS_CA=pki.ca)
-    nc, sink = await subscribe(url, client_context(pki))
+    nc, sink = await subscribe(url, **tls_client(client_context(pki)))
     publisher.start()
     try:
         await eventually(lambda: publisher.stats.connected)
@@ -218,7 +170,7 @@ async def test_publisher_verifies_the_server_with_the_configured_ca(tls_server, 
 
         await eventually(lambda: len(sink.steps()) == 1)
         message = sink.steps()[0]
-        assert (message.instance, message.model, message.engine) == ("pod-tls", "tiny", 0)
+        assert (message.instance, message.model, message.engine) == (INSTANCE, "tiny", 0)
         assert (message.num_requests_waiting, message.num_requests_running, message.kv_cache_usage) == (3, 7, 0.5)
         assert message.seq == 1
         assert publisher.stats.published == 1
@@ -230,7 +182,7 @@ async def test_publisher_verifies_the_server_with_the_configured_ca(tls_server, 
 async def test_a_server_signed_by_another_ca_is_refused_without_blocking(tls_server, pki, caplog, eventually) -> None:
     url = tls_url(tls_server)
     publisher = make_publisher(url, EAGLEEYE_NATS_TLS_CA=pki.other_ca)
-    nc, sink = await subscribe(url, client_context(pki))
+    nc, sink = await subscribe(url, **tls_client(client_context(pki)))
     publisher.start()
     try:
         warnings = await assert_refused_and_harmless(publisher, sink, caplog, eventually)
@@ -244,7 +196,7 @@ async def test_a_tls_url_alone_verifies_against_the_system_cas(tls_server, pki, 
     """``tls://`` without ``EAGLEEYE_NATS_TLS_CA`` still verifies, against the system CAs: a private CA fails."""
     url = tls_url(tls_server)
     publisher = make_publisher(url)
-    nc, sink = await subscribe(url, client_context(pki))
+    nc, sink = await subscribe(url, **tls_client(client_context(pki)))
     publisher.start()
     try:
         warnings = await assert_refused_and_harmless(publisher, sink, caplog, eventually)
@@ -263,7 +215,7 @@ async def test_publisher_connects_once_the_server_presents_a_trusted_certificate
             publisher.start()
             await eventually(lambda: any("certificate verify failed" in w.lower() for w in publisher_warnings(caplog)))
         with EmbeddedNatsServer(port=wrong.port, extra_args=tls_args(pki.server_cert, pki.server_key)):
-            nc, sink = await subscribe(url, client_context(pki))
+            nc, sink = await subscribe(url, **tls_client(client_context(pki)))
             try:
                 await eventually(lambda: publisher.stats.connected, timeout=15)
                 publisher.offer(step(waiting=5))
@@ -279,7 +231,7 @@ async def test_mutual_tls_with_a_client_certificate(mtls_server, pki, eventually
     publisher = make_publisher(
         url, EAGLEEYE_NATS_TLS_CA=pki.ca, EAGLEEYE_NATS_TLS_CERT=pki.client_cert, EAGLEEYE_NATS_TLS_KEY=pki.client_key
     )
-    nc, sink = await subscribe(url, client_context(pki, with_client_cert=True))
+    nc, sink = await subscribe(url, **tls_client(client_context(pki, with_client_cert=True)))
     publisher.start()
     try:
         await eventually(lambda: publisher.stats.connected)
@@ -296,7 +248,7 @@ async def test_mutual_tls_refuses_a_publisher_without_a_client_certificate(
 ) -> None:
     url = tls_url(mtls_server)
     publisher = make_publisher(url, EAGLEEYE_NATS_TLS_CA=pki.ca)
-    nc, sink = await subscribe(url, client_context(pki, with_client_cert=True))
+    nc, sink = await subscribe(url, **tls_client(client_context(pki, with_client_cert=True)))
     publisher.start()
     try:
         warnings = await assert_refused_and_harmless(publisher, sink, caplog, eventually)
@@ -324,13 +276,13 @@ async def test_router_client_receives_the_state_over_tls(tls_server, pki, eventu
         await eventually(lambda: len(router.instances()) == 1)
         (state,) = router.instances()
         message = state.message
-        assert (message.instance, message.model, message.engine) == ("pod-tls", "tiny", 0)
+        assert (message.instance, message.model, message.engine) == (INSTANCE, "tiny", 0)
         assert (message.num_requests_waiting, message.num_requests_running, message.kv_cache_usage) == (2, 5, 0.75)
         picked = router.pick("tiny")
-        assert picked is not None and picked.message.instance == "pod-tls"
+        assert picked is not None and picked.message.instance == INSTANCE
 
         publisher.offer(step(waiting=9))  # and later steps arrive on the routing subject
-        await eventually(lambda: (s := router.get("pod-tls")) is not None and s.message.num_requests_waiting == 9)
+        await eventually(lambda: (s := router.get(INSTANCE)) is not None and s.message.num_requests_waiting == 9)
     finally:
         await router.close()
         publisher.stop()
