@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from eagleeye_otel.exporters.nats._wakeup import LoopWakeup
+from eagleeye_otel.fork_guard import ForkGuard
 from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.routing import RoutingMessage
 from eagleeye_otel.settings import NatsSettings, RoutingSettings
@@ -70,7 +70,7 @@ class RoutingPublisher:
         self._nats_settings = nats_settings
         self._routing = routing
         self._client_name = client_name
-        self._pid = os.getpid()
+        self._fork_guard = ForkGuard()
         self._latest: dict[int, RoutingMessage] = {}  # written by offer(), read by the publisher thread
         self._taken: dict[int, RoutingMessage] = {}  # the offered message each engine last published
         self._sent: dict[int, RoutingMessage] = {}  # what each engine last sent, as sent (with its seq)
@@ -100,7 +100,7 @@ class RoutingPublisher:
         The message's ``seq`` is assigned when it is sent. Calls from a forked child, or after :meth:`stop`,
         are ignored: the connection belongs to the process that started it.
         """
-        if self._loop is None or os.getpid() != self._pid:
+        if self._loop is None or self._fork_guard.in_child:
             return
         self._offered += 1
         latest = self._latest

@@ -12,7 +12,6 @@ defaults; a forked child records nothing.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -30,6 +29,7 @@ from opentelemetry.metrics import (
 )
 
 from eagleeye_otel import semconv as sc
+from eagleeye_otel.fork_guard import ForkGuard
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.version import __version__
 
@@ -62,7 +62,7 @@ _StepStats = tuple[Any, Any]
 class EngineMetrics:
     """One data-parallel engine: the queue and latest stats ``record()`` writes on the event loop, read by drains."""
 
-    def __init__(self, attributes: dict[str, str | int], *, max_pending: int, pid: int) -> None:
+    def __init__(self, attributes: dict[str, str | int], *, max_pending: int, fork_guard: ForkGuard) -> None:
         self.attributes = attributes
         self.latest: Any = None
         """The newest ``SchedulerStats``, read by the gauges' callbacks."""
@@ -72,11 +72,11 @@ class EngineMetrics:
         self.dropped_reported = 0
         """Of :attr:`dropped`, how many the drains have added to the counter."""
         self.reason_attributes: dict[object, dict[str, str | int]] = {}
-        self._pid = pid
+        self._fork_guard = fork_guard
 
     def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         """Keep one step's stats for the next drain; O(1), records no instrument."""
-        if os.getpid() != self._pid:
+        if self._fork_guard.in_child:
             return
         if scheduler_stats is not None:
             self.latest = scheduler_stats
@@ -129,7 +129,7 @@ class MetricsRecorder:
         drain_interval_s: float = 0.1,
         enabled: Mapping[str, bool] | None = None,
     ) -> None:
-        self._pid = os.getpid()
+        self._fork_guard = ForkGuard()
         self._max_pending = max_pending
         self._engines: dict[tuple[str, str, int], EngineMetrics] = {}
         self._lock = threading.Lock()
@@ -158,13 +158,13 @@ class MetricsRecorder:
                     sc.EAGLEEYE_INSTANCE_ID: instance,
                     sc.VLLM_ENGINE: engine,
                 }
-                handle = EngineMetrics(attributes, max_pending=self._max_pending, pid=self._pid)
+                handle = EngineMetrics(attributes, max_pending=self._max_pending, fork_guard=self._fork_guard)
                 self._engines = {**self._engines, key: handle}
             return handle
 
     def drain(self) -> None:
         """Record every queued step into the instruments now (before a collection, at shutdown); never raises."""
-        if os.getpid() != self._pid:
+        if self._fork_guard.in_child:
             return
         with self._lock:
             for engine in self._engines.values():
@@ -284,7 +284,7 @@ class MetricsRecorder:
 
     def _observe(self, read: Callable[[Any], float]) -> Iterator[Observation]:
         """Drain first, so the collection that runs this callback also sees every queued step."""
-        if os.getpid() != self._pid:
+        if self._fork_guard.in_child:
             return iter(())
         self.drain()
         observations = []
