@@ -8,9 +8,11 @@ between the first and the last observation of the subscriber's count, divided by
 subscriber's own loop reads the count every 2 ms, the same way for every variant:
 
 - ``none``: nats-py subscription whose callback only counts: the library's delivery ceiling (**baseline**);
+- ``inline``: the same count, delivered by :class:`~eagleeye_otel.routing._inline.InlineDeliveryClient` from the
+  parser instead of through nats-py's queue and callback task: what the router's own delivery costs;
 - ``json``: the seed's sample subscriber, ``json.loads(msg.data.decode())`` into a dict per instance (**baseline**);
-- ``router``: :class:`~eagleeye_otel.routing.RouterClient`: size bound, full validation, order and restart
-  checks, the per-instance view updated, counters;
+- ``router``: :class:`~eagleeye_otel.routing.RouterClient` on its own connection, so with inline delivery: size
+  bound, full validation, order and restart checks, the per-instance view updated, counters;
 - ``top``: the same, with ``eagle-eye top``'s screen rendered every 0.5 s (into memory) in the same process.
 
 Target: ``router`` at least 85% of ``none``. The flood must outrun the subscriber for the figure to mean anything:
@@ -39,9 +41,11 @@ from nats.aio.msg import Msg
 
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from eagleeye_otel.routing import RouterClient, RoutingMessage
+from eagleeye_otel.routing._inline import InlineDeliveryClient
+from eagleeye_otel.settings import NatsSettings
 
 SUBJECT = "eagle_eye.routing_metrics"
-VARIANTS = ("none", "json", "router", "top")
+VARIANTS = ("none", "inline", "json", "router", "top")
 _SEQ, _TOKENS = 987654321, 876543219
 """Placeholders encoded into each instance's message, replaced by the real values as it is sent."""
 
@@ -116,17 +120,19 @@ def _wait_pong(sock: socket.socket) -> None:
 
 async def subscribe(url: str, variant: str, n: int, instances: int) -> dict[str, Any]:
     """Subscribe as ``variant``, say READY, then observe the count until ``n`` messages or 3 s without progress."""
-    nc = Client()
+    nc = InlineDeliveryClient() if variant == "inline" else Client()
     await nc.connect(servers=[url], name=f"bench-{variant}", allow_reconnect=False)
     counter = [0]
     client: RouterClient | None = None
     latest: dict[str, Any] = {}
-    if variant == "none":
+    if variant in ("none", "inline"):
 
         async def on_count(msg: Msg) -> None:
             counter[0] += 1
 
-        await nc.subscribe(SUBJECT, cb=on_count)
+        subscription = await nc.subscribe(SUBJECT, cb=on_count)
+        if isinstance(nc, InlineDeliveryClient) and not nc.deliver_inline(subscription, _count_into(counter)):
+            raise RuntimeError("this nats-py does not allow inline delivery")
     elif variant == "json":
 
         async def on_json(msg: Msg) -> None:
@@ -135,8 +141,8 @@ async def subscribe(url: str, variant: str, n: int, instances: int) -> dict[str,
             counter[0] += 1
 
         await nc.subscribe(SUBJECT, cb=on_json)
-    else:
-        client = RouterClient(nc=nc, subject=SUBJECT, stale_after=60.0)
+    else:  # the router opens its own connection (started, so subscribed, before READY), as an application's does
+        client = RouterClient(nats_settings=NatsSettings(servers=(url,)), subject=SUBJECT, stale_after=60.0)
         await client.start()
     render_task = asyncio.create_task(_render_forever(client)) if variant == "top" and client else None
     await nc.flush()
@@ -165,10 +171,18 @@ async def subscribe(url: str, variant: str, n: int, instances: int) -> dict[str,
         stats = client.stats
         result.update(accepted=stats.accepted, rejected=stats.received - stats.accepted)
         result["view"] = len(client.instances())
+        await client.close()
     else:
         result["view"] = len(latest) if variant == "json" else instances
     await nc.close()
     return result
+
+
+def _count_into(counter: list[int]) -> Callable[[bytes], None]:
+    def count(data: bytes) -> None:
+        counter[0] += 1
+
+    return count
 
 
 async def _render_forever(client: RouterClient) -> None:

@@ -27,6 +27,7 @@ from eagleeye_otel.errors import ConfigError, RouterConnectError
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.nats_options import connect_options, describe_nats_error, rate_limited_error_callback, redacted_urls
 from eagleeye_otel.routing._health import DEFAULT_HEALTH_TTL, InstanceHealth
+from eagleeye_otel.routing._inline import InlineDeliveryClient
 from eagleeye_otel.routing._message import MAX_MESSAGE_BYTES, RoutingMessage
 from eagleeye_otel.routing._state import InstanceState, RouterStats
 from eagleeye_otel.semconv import (
@@ -150,10 +151,10 @@ class RouterClient:
 
         try:
             self._inbox = nc.new_inbox()
-            self._subscriptions = [
-                await nc.subscribe(self._subject, cb=on_message),
-                await nc.subscribe(self._inbox, cb=on_reply),
-            ]
+            routing = await nc.subscribe(self._subject, cb=on_message)
+            self._subscriptions = [routing, await nc.subscribe(self._inbox, cb=on_reply)]
+            if isinstance(nc, InlineDeliveryClient):
+                nc.deliver_inline(routing, handle)
             if self._health is not None:
                 health = self._health.handle
 
@@ -181,6 +182,8 @@ class RouterClient:
             await nc.close()
             return
         for subscription in subscriptions:
+            if isinstance(nc, InlineDeliveryClient):
+                nc.stop_inline(subscription)
             try:
                 await subscription.unsubscribe()
             except nats.errors.Error as error:
@@ -197,7 +200,7 @@ class RouterClient:
 
     async def _connect(self) -> Client:
         """Fail fast at start, then never give up: a long-running router must outlive a NATS restart."""
-        nc = Client()
+        nc = InlineDeliveryClient()
         options = connect_options(self._nats_settings, name=self._client_name, background=False)
         log_error = rate_limited_error_callback(_logger)
         # nats-py reports the causes only to error_cb, then raises a bare NoServersError.
