@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from eagleeye_otel.settings import NatsSettings
 
 __all__ = [
     "CONNECT_ATTEMPT_DEADLINE_S",
+    "RECONNECT_WAIT_MAX_S",
+    "RECONNECT_WAIT_MIN_S",
     "connect_in_background",
     "connect_options",
     "describe_nats_error",
@@ -30,6 +33,10 @@ __all__ = [
 
 CONNECT_ATTEMPT_DEADLINE_S = 10.0
 """Longest one connection attempt (every server once) may take before it is abandoned and retried."""
+
+RECONNECT_WAIT_MIN_S = 0.25
+RECONNECT_WAIT_MAX_S = 0.5
+"""Bounds of the pause between two attempts to reach a server that is down (see :func:`reconnect_wait`)."""
 
 _PENDING_BYTES = 256 * 1024
 """Outbound buffer: stale load data has no value, so keep it small and drop rather than queue."""
@@ -49,7 +56,7 @@ def connect_options(settings: NatsSettings, *, name: str, background: bool) -> d
         "name": name,
         "connect_timeout": 2,
         "allow_reconnect": True,
-        "reconnect_time_wait": 0.5 if background else 1.0,
+        "reconnect_time_wait": reconnect_wait(),
         "max_reconnect_attempts": -1 if background else 3,
         "ping_interval": 10,
         "max_outstanding_pings": 3,
@@ -67,6 +74,21 @@ def connect_options(settings: NatsSettings, *, name: str, background: bool) -> d
     if settings.tls:
         options["tls"] = _tls_context(settings)
     return options
+
+
+def reconnect_wait() -> float:
+    """A pause between reconnect attempts, drawn at random in [0.25 s, 0.5 s] for each connection.
+
+    Why these bounds: routers must see fresh state within 1 s after NATS returns, and both the publisher and the
+    router have to reconnect for that, in parallel; a pause of at most 0.5 s leaves half the budget for the
+    handshake, the resubscription and the first message (nats-py's default, 2 s, cannot meet it). At least
+    0.25 s keeps a client to 4 attempts a second against a server that is down: each is one refused TCP
+    connect, or one ``connect_timeout`` when the host does not answer, so even a fleet of thousands adds little
+    load. Why at random: every client loses the server at the same moment, and with one fixed pause they would
+    all retry, and reconnect when it is back, in lockstep waves; periods spread over a factor of two dephase
+    them within a few attempts, so a restarted server sees its clients arrive spread over half a second.
+    """
+    return random.uniform(RECONNECT_WAIT_MIN_S, RECONNECT_WAIT_MAX_S)
 
 
 def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
@@ -140,7 +162,7 @@ async def connect_in_background(
             raise
         except Exception as error:
             await error_cb(error if not isinstance(error, asyncio.TimeoutError) else _no_answer())
-            await asyncio.sleep(options["reconnect_time_wait"])
+            await asyncio.sleep(reconnect_wait())
             continue
         nc.options["max_reconnect_attempts"] = -1  # connected: from now on nats-py reconnects on its own
         logger.info("NATS connection %r is up", name)
