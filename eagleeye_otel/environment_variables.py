@@ -10,7 +10,9 @@ EAGLEEYE_NATS_URL: Final = "EAGLEEYE_NATS_URL"
 .. envvar:: EAGLEEYE_NATS_URL
 
 NATS server URL(s), comma-separated (``nats://host:4222``, ``tls://host:4222``). Unset: publishers use
-``nats://127.0.0.1:4222``, and ``eagle-eye up`` starts an embedded server there.
+``nats://127.0.0.1:4222``, and ``eagle-eye up`` starts an embedded server there. Credentials in a URL
+(``nats://user:password@host``, ``nats://token@host``) are taken out of it and never shown; prefer the variables
+below.
 """
 
 EAGLEEYE_ROUTING_ENABLED: Final = "EAGLEEYE_ROUTING_ENABLED"
@@ -69,7 +71,15 @@ EAGLEEYE_NATS_TOKEN: Final = "EAGLEEYE_NATS_TOKEN"
 """
 .. envvar:: EAGLEEYE_NATS_TOKEN
 
-NATS token authentication.
+NATS token authentication. Never logged; prefer :envvar:`EAGLEEYE_NATS_TOKEN_FILE` on Kubernetes.
+"""
+
+EAGLEEYE_NATS_TOKEN_FILE: Final = "EAGLEEYE_NATS_TOKEN_FILE"
+"""
+.. envvar:: EAGLEEYE_NATS_TOKEN_FILE
+
+Path of a file holding the NATS token (a mounted Kubernetes Secret), instead of :envvar:`EAGLEEYE_NATS_TOKEN`;
+surrounding whitespace is ignored. Setting both is an error.
 """
 
 EAGLEEYE_NATS_USER: Final = "EAGLEEYE_NATS_USER"
@@ -83,14 +93,24 @@ EAGLEEYE_NATS_PASSWORD: Final = "EAGLEEYE_NATS_PASSWORD"
 """
 .. envvar:: EAGLEEYE_NATS_PASSWORD
 
-NATS password; needs :envvar:`EAGLEEYE_NATS_USER`.
+NATS password; needs :envvar:`EAGLEEYE_NATS_USER`. Never logged; prefer :envvar:`EAGLEEYE_NATS_PASSWORD_FILE` on
+Kubernetes.
+"""
+
+EAGLEEYE_NATS_PASSWORD_FILE: Final = "EAGLEEYE_NATS_PASSWORD_FILE"
+"""
+.. envvar:: EAGLEEYE_NATS_PASSWORD_FILE
+
+Path of a file holding the NATS password (a mounted Kubernetes Secret), instead of :envvar:`EAGLEEYE_NATS_PASSWORD`;
+surrounding whitespace is ignored. Setting both is an error.
 """
 
 EAGLEEYE_NATS_CREDS: Final = "EAGLEEYE_NATS_CREDS"
 """
 .. envvar:: EAGLEEYE_NATS_CREDS
 
-Path of a NATS credentials file (JWT and NKey seed).
+Path of a NATS credentials file (user JWT and NKey seed, as ``nsc`` writes it), for a server in operator mode.
+Checked at start; the seed is never logged.
 """
 
 EAGLEEYE_NATS_TLS_CA: Final = "EAGLEEYE_NATS_TLS_CA"

@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from eagleeye_otel import environment_variables as ev
+from eagleeye_otel._env import EnvReader
+from eagleeye_otel._nats_settings import DEFAULT_NATS_URL, NatsSettings, nats_settings_from_env
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.nats_subjects import check_subject, subject_token
 from eagleeye_otel.semconv import (
@@ -39,44 +41,9 @@ __all__ = [
     "subject_token",
 ]
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-"""Where publishers look for NATS when :envvar:`EAGLEEYE_NATS_URL` is unset: the port ``eagle-eye up`` uses."""
-
-_NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 _MAX_HEARTBEAT_S = 60.0
 _MAX_DEVICES, _MAX_DEVICE_ID = 64, 128
 """Bounds of the routing message's ``devices``."""
-
-
-@dataclass(frozen=True)
-class NatsSettings:
-    """How to reach and authenticate to NATS.
-
-    ``servers`` empty means that no URL was configured; :attr:`urls` then falls back to :data:`DEFAULT_NATS_URL`.
-    """
-
-    servers: tuple[str, ...] = ()
-    token: str | None = field(default=None, repr=False)
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    creds_file: Path | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """The servers to connect to."""
-        return self.servers or (DEFAULT_NATS_URL,)
-
-    @property
-    def tls(self) -> bool:
-        """Whether the connection must use TLS."""
-        return (
-            self.tls_ca is not None
-            or self.tls_cert is not None
-            or any(urlsplit(s).scheme in ("tls", "wss") for s in self.servers)
-        )
 
 
 @dataclass(frozen=True)
@@ -124,17 +91,7 @@ class Settings:
             ConfigError: a variable has a value that cannot be used; the error names it.
         """
         env = EnvReader(os.environ if environ is None else environ)
-        nats = NatsSettings(
-            servers=_servers(env.get(ev.EAGLEEYE_NATS_URL)),
-            token=env.get(ev.EAGLEEYE_NATS_TOKEN),
-            user=env.get(ev.EAGLEEYE_NATS_USER),
-            password=env.get(ev.EAGLEEYE_NATS_PASSWORD),
-            creds_file=env.path(ev.EAGLEEYE_NATS_CREDS),
-            tls_ca=env.path(ev.EAGLEEYE_NATS_TLS_CA),
-            tls_cert=env.path(ev.EAGLEEYE_NATS_TLS_CERT),
-            tls_key=env.path(ev.EAGLEEYE_NATS_TLS_KEY),
-        )
-        _check_pairs(nats)
+        nats = nats_settings_from_env(env)
         routing = RoutingSettings(
             enabled=_flag(ev.EAGLEEYE_ROUTING_ENABLED, env.get(ev.EAGLEEYE_ROUTING_ENABLED), default=True),
             subject=_subject(
@@ -236,76 +193,6 @@ def default_instance_id(environ: Mapping[str, str] | None = None) -> str:
     return f"{host}-{os.getpid()}"
 
 
-class EnvReader:
-    """Reads stripped, non-empty values; empty counts as unset, as in the OTel SDK."""
-
-    def __init__(self, raw: Mapping[str, str]) -> None:
-        self.raw = raw
-
-    def get(self, name: str) -> str | None:
-        value = self.raw.get(name, "").strip()
-        return value or None
-
-    def path(self, name: str) -> Path | None:
-        value = self.get(name)
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ConfigError(name, value, "no such file")
-        return path
-
-
-def _servers(value: str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    servers = tuple(part.strip() for part in value.split(",") if part.strip())
-    for server in servers:
-        parts = urlsplit(server if "://" in server else f"nats://{server}")
-        shown = _redact(server)
-        if parts.scheme not in _NATS_SCHEMES:
-            raise ConfigError(ev.EAGLEEYE_NATS_URL, shown, "the scheme must be one of nats, tls, ws, wss")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(ev.EAGLEEYE_NATS_URL, shown, "bad port") from None
-        if not parts.hostname or port == 0:
-            raise ConfigError(ev.EAGLEEYE_NATS_URL, shown, "expected [scheme://][user:password@]host[:port]")
-    return tuple(s if "://" in s else f"nats://{s}" for s in servers)
-
-
-def _redact(url: str) -> str:
-    """The URL with any password replaced, so an error message can be logged."""
-    scheme, sep, rest = url.rpartition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
-
-
-def _check_pairs(nats: NatsSettings) -> None:
-    if (nats.user is None) != (nats.password is None):
-        raise ConfigError(
-            ev.EAGLEEYE_NATS_PASSWORD if nats.user else ev.EAGLEEYE_NATS_USER,
-            "<unset>",
-            "user and password must be given together",
-        )
-    if (nats.tls_cert is None) != (nats.tls_key is None):
-        raise ConfigError(
-            ev.EAGLEEYE_NATS_TLS_KEY if nats.tls_cert else ev.EAGLEEYE_NATS_TLS_CERT,
-            "<unset>",
-            "client certificate and key must be given together",
-        )
-    methods = [m for m in (nats.token, nats.user, nats.creds_file) if m is not None]
-    if len(methods) > 1:
-        raise ConfigError(
-            ev.EAGLEEYE_NATS_TOKEN if nats.token else ev.EAGLEEYE_NATS_CREDS,
-            "<set>",
-            "choose one of token, user/password or a credentials file",
-        )
-
-
 def _subject(name: str, value: str | None, default: str) -> str:
     if value is None:
         return default
@@ -316,8 +203,12 @@ def _subject(name: str, value: str | None, default: str) -> str:
 def _endpoint(value: str | None) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port, or an unclosed IPv6 bracket
+        valid = False
+    if not valid:
         raise ConfigError(ev.EAGLEEYE_INSTANCE_ENDPOINT, value, "must be an http(s)://host[:port] URL")
     return value
 

@@ -122,3 +122,102 @@ def test_bad_metric_overrides_name_the_setting(env: dict[str, str], setting: str
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
     assert caught.value.setting == setting
+
+
+# -- secrets: from a variable or a file, never shown ------------------------------------------------------------
+
+
+def test_token_and_password_files_are_read_and_stripped(tmp_path: Path) -> None:
+    token, password = tmp_path / "token", tmp_path / "password"
+    token.write_text("s3cr3t-token\n")  # as `echo` or `kubectl create secret --from-file` leaves it
+    password.write_text("  hunter2\r\n")
+    assert Settings.from_env({"EAGLEEYE_NATS_TOKEN_FILE": str(token)}).nats.token == "s3cr3t-token"
+    nats = Settings.from_env({"EAGLEEYE_NATS_USER": "vllm", "EAGLEEYE_NATS_PASSWORD_FILE": str(password)}).nats
+    assert (nats.user, nats.password) == ("vllm", "hunter2")
+    assert "hunter2" not in repr(nats)
+    assert "s3cr3t" not in repr(Settings.from_env({"EAGLEEYE_NATS_TOKEN_FILE": str(token)}))
+
+
+@pytest.mark.parametrize("variable", ["EAGLEEYE_NATS_TOKEN", "EAGLEEYE_NATS_PASSWORD"])
+def test_a_secret_and_its_file_together_are_refused(variable: str, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-the-file")
+    env = {variable: "from-the-env", f"{variable}_FILE": str(secret), "EAGLEEYE_NATS_USER": "u"}
+    if variable == "EAGLEEYE_NATS_TOKEN":
+        del env["EAGLEEYE_NATS_USER"]
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.setting == f"{variable}_FILE"
+    assert "not both" in str(caught.value)
+    assert "from-the-env" not in str(caught.value) and "from-the-file" not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "unreadable", "empty", "binary", "huge"])
+def test_an_unusable_secret_file_names_the_variable_and_hides_the_content(case: str, tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    if case == "directory":
+        path.mkdir()
+    elif case == "unreadable":
+        path.write_text("hunter2")
+        path.chmod(0)
+    elif case == "empty":
+        path.write_text(" \n")
+    elif case == "binary":
+        path.write_bytes(b"hunter2\xff\xfe")
+    elif case == "huge":
+        path.write_text("hunter2" * 20_000)
+    env = {"EAGLEEYE_NATS_USER": "u", "EAGLEEYE_NATS_PASSWORD_FILE": str(path)}
+    if case == "unreadable" and os.access(path, os.R_OK):  # root reads anything
+        path.chmod(0o600)
+        pytest.skip("running as root: every file is readable")
+    try:
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(env)
+    finally:
+        if path.is_file():
+            path.chmod(0o600)
+    assert caught.value.setting == "EAGLEEYE_NATS_PASSWORD_FILE"
+    assert str(path) in str(caught.value)
+    assert "hunter2" not in str(caught.value) and caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def test_credentials_leave_the_url_so_it_can_be_shown() -> None:
+    nats = Settings.from_env({"EAGLEEYE_NATS_URL": "nats://vllm:hunter2@a:4222, tls://vllm:hunter2@b"}).nats
+    assert nats.servers == ("nats://a:4222", "tls://b")
+    assert (nats.user, nats.password, nats.token) == ("vllm", "hunter2", None)
+    assert "hunter2" not in repr(nats)
+    token = Settings.from_env({"EAGLEEYE_NATS_URL": "nats://s3cr3t@a:4222"}).nats
+    assert (token.servers, token.token, token.user) == (("nats://a:4222",), "s3cr3t", None)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EAGLEEYE_NATS_URL": "nats://u:hunter2@a, nats://u:other@b"},
+        {"EAGLEEYE_NATS_URL": "nats://u:hunter2@a", "EAGLEEYE_NATS_TOKEN": "t"},
+        {"EAGLEEYE_NATS_URL": "nats://:hunter2@a"},
+        {"EAGLEEYE_NATS_URL": "nats://u:hunter2/x@a:4222"},  # a '/' must be percent-encoded: here it splits the URL
+        {"EAGLEEYE_NATS_URL": "nats://hunter2@[::1"},
+        {"EAGLEEYE_NATS_URL": "nats://u:a://hunter2@host"},
+    ],
+)
+def test_bad_credentials_in_the_url_are_refused_without_showing_them(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.setting == "EAGLEEYE_NATS_URL"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_creds_file_is_checked_at_start(tmp_path: Path) -> None:
+    """nats-py loops forever reading a credentials file without a JWT: Eagle Eye refuses it first."""
+    creds = tmp_path / "user.creds"
+    creds.write_text("SUAGARBAGEHUNTER2\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"EAGLEEYE_NATS_CREDS": str(creds)})
+    assert caught.value.setting == "EAGLEEYE_NATS_CREDS" and "not a NATS credentials file" in str(caught.value)
+    assert "HUNTER2" not in str(caught.value)
+    creds.write_text(
+        "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n"
+        "-----BEGIN USER NKEY SEED-----\nSUA\n------END USER NKEY SEED------\n"
+    )
+    assert Settings.from_env({"EAGLEEYE_NATS_CREDS": str(creds)}).nats.creds_file == creds
