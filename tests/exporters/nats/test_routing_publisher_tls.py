@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +15,7 @@ from eagleeye_otel.errors import RouterConnectError
 from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from eagleeye_otel.routing import RouterClient
+from tests.helpers.pki import Pki, make_pki, tls_args
 from tests.helpers.routing import INSTANCE, Received, make_publisher, settings_for, step, subscribe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -26,70 +23,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 PUBLISHER_LOGGER = "eagleeye_otel.exporters.nats._routing_publisher"
 
 
-# -- certificates ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pki:
-    """PEM files: a CA, a server certificate for 127.0.0.1/localhost and a client certificate signed by it; an
-    unrelated CA, and a server certificate it signed."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path
-    other_server_cert: Path
-    other_server_key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    result = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"openssl {' '.join(map(str, args))} failed:\n{result.stderr}"
-
-
-def _make_ca(directory: Path, name: str, common_name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    _openssl(
-        "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={common_name}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    return cert, key
-
-
-def _make_leaf(
-    directory: Path, name: str, ca: tuple[Path, Path], common_name: str, extensions: str
-) -> tuple[Path, Path]:
-    cert, key, csr, ext = (directory / f"{name}.{suffix}" for suffix in ("pem", "key", "csr", "ext"))
-    ext.write_text(
-        f"{extensions}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
-    )
-    _openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", csr, "-subj", f"/CN={common_name}",
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-        "-out", cert, "-days", "2", "-extfile", ext,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl CLI is missing")
-    directory = tmp_path_factory.mktemp("pki")
-    ca = _make_ca(directory, "ca", "Eagle Eye test CA")
-    other_ca = _make_ca(directory, "other-ca", "Unrelated CA")
-    server_extensions = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
-    server = _make_leaf(directory, "server", ca, "localhost", server_extensions)
-    other_server = _make_leaf(directory, "other-server", other_ca, "localhost", server_extensions)
-    client = _make_leaf(directory, "client", ca, "eagle-eye-publisher", "extendedKeyUsage=clientAuth")
-    return Pki(ca[0], server[0], server[1], client[0], client[1], other_ca[0], other_server[0], other_server[1])
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # -- servers and clients -----------------------------------------------------------------------------------------
@@ -97,11 +33,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def tls_url(server: EmbeddedNatsServer) -> str:
     return f"tls://{server.host}:{server.port}"
-
-
-def tls_args(cert: Path, key: Path) -> list[str]:
-    """nats-server arguments: TLS required, no client certificate asked."""
-    return ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
 
 
 @pytest.fixture
@@ -124,10 +55,7 @@ def tls_client(context: ssl.SSLContext) -> dict[str, Any]:
 
 
 def client_context(pki: Pki, *, with_client_cert: bool = False) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    if with_client_cert:
-        context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
-    return context
+    return pki.client_context(with_client_cert=with_client_cert)
 
 
 def publisher_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
