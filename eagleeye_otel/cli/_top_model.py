@@ -107,7 +107,7 @@ class FindingBoard:
             if len(data) > _MAX_FINDING_BYTES:
                 raise msgspec.DecodeError(f"{len(data)} bytes, over the {_MAX_FINDING_BYTES} limit")
             finding = self._decode(data)
-        except (msgspec.DecodeError, RecursionError) as error:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:  # msgspec's error for bad UTF-8
             self._bad_input_log.warning("invalid diagnosis finding dropped: %s", error)
             return False
         key = (finding.node, finding.device, finding.fault)

@@ -262,7 +262,7 @@ class RouterClient:
             return False
         try:
             message = self._decode(data)
-        except (msgspec.DecodeError, RecursionError) as error:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:  # msgspec's error for bad UTF-8
             self._invalid += 1
             self._bad_input_log.warning("invalid routing message dropped: %s", error)
             return False
@@ -360,6 +360,8 @@ class RouterClient:
             duplicates=self._duplicates,
             overflow=self._overflow,
             expired=self._expired,
+            findings_invalid=0 if self._health is None else self._health.invalid,
+            findings_overflow=0 if self._health is None else self._health.overflow,
         )
 
 

@@ -50,6 +50,9 @@ class RouterStats:
         duplicates: messages with the ``seq`` already held, such as a snapshot reply; harmless.
         overflow: messages of a new (instance, engine) dropped because the view was full.
         expired: (instance, engine) entries removed after ``stale_after`` seconds without a message.
+        findings_invalid: with ``follow_health``, diagnosis payloads that were not a finding (bad JSON, wrong
+            types, over 64 KiB); not part of ``received``.
+        findings_overflow: with ``follow_health``, findings dropped because the health view was full.
     """
 
     received: int
@@ -60,3 +63,5 @@ class RouterStats:
     duplicates: int
     overflow: int
     expired: int
+    findings_invalid: int = 0
+    findings_overflow: int = 0
