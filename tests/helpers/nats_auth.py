@@ -40,6 +40,8 @@ class AuthServer:
     pki: Pki
     passwords: dict[str, str]
     directory: Path
+    monitor_port: int | None = None
+    """nats-server's HTTP monitoring port (``/connz``), when asked for."""
 
     @property
     def url(self) -> str:
@@ -81,7 +83,9 @@ class AuthServer:
 
 
 @contextmanager
-def auth_server(pki: Pki, directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuthServer]:
+def auth_server(
+    pki: Pki, directory: Path, monkeypatch: pytest.MonkeyPatch, *, monitor_port: int | None = None
+) -> Iterator[AuthServer]:
     """nats-server ``-c deploy/nats/eagle-eye-auth.conf`` with TLS, random passwords in its environment."""
     # Leading "-1": unquoted, nats-server would parse such a value as a number and refuse to start; the file's
     # instructions (the variable holds the password in double quotes) must hold for any password.
@@ -89,5 +93,7 @@ def auth_server(pki: Pki, directory: Path, monkeypatch: pytest.MonkeyPatch) -> I
     for component, password in passwords.items():
         monkeypatch.setenv(password_variable(component), f'"{password}"')
     args = ["-c", str(AUTH_CONF), *tls_args(pki.server_cert, pki.server_key)]
+    if monitor_port is not None:
+        args += ["--http_port", str(monitor_port)]
     with EmbeddedNatsServer(extra_args=args) as server:
-        yield AuthServer(server, pki, passwords, directory)
+        yield AuthServer(server, pki, passwords, directory, monitor_port)
