@@ -4,10 +4,15 @@ Only what the rules use is kept per point: the device identity (``hw.id``, ``hw.
 attributes, and on ``hw.status`` points the device's description. Delta sums are added up into totals, so a producer
 that exports deltas is judged like the monitor, which exports cumulative counters. After each export every device
 of the node gets its ``hw.state`` and whether it answered: one that reports ``hw.status`` but no reading did not.
+
+Whatever the export holds, what is kept stays small: a point whose value is not a finite number, whose metric name,
+device or attribute text is over 256 characters, or that has more than 16 series attributes is dropped and counted
+in ``telemetry.dropped``, and so is every point of a node whose name is over 256 characters.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Final
 
@@ -22,9 +27,16 @@ __all__ = ["ingest_request"]
 
 _HOST_NAME: Final = "host.name"
 _NOT_SERIES: Final = frozenset({hw.HW_ID, hw.HW_NAME, hw.HW_TYPE, *hw.DEVICE_DESCRIPTION_ATTRIBUTES})
-_NOT_READINGS: Final = frozenset({hw.HW_STATUS, hw.EAGLEEYE_HW_GPU_XID})
+_NOT_READINGS: Final = frozenset(
+    {hw.HW_STATUS, hw.EAGLEEYE_HW_READ_STATUS, hw.EAGLEEYE_HW_GPU_XID, hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME}
+)
 """What a device that did not answer still reports; anything else current means it answered."""
 _EVENT_COUNTERS: Final = frozenset({hw.EAGLEEYE_HW_GPU_XID, hw.EAGLEEYE_KERNEL_LOG_EVENTS})
+_READ: Final = hw.EAGLEEYE_HW_READ_STATUS
+_MAX_TEXT: Final = 256
+"""Longest node name, metric name, device id or attribute kept; real ones are under 100 characters."""
+_MAX_SERIES_ATTRIBUTES: Final = 16
+"""Most attributes a series may have besides the device's; the monitor's have at most three."""
 
 
 def ingest_request(telemetry: Telemetry, request: ExportMetricsServiceRequest, now: float) -> int:
@@ -35,6 +47,9 @@ def ingest_request(telemetry: Telemetry, request: ExportMetricsServiceRequest, n
         name = _node_name(resource_metrics.resource.attributes)
         view = updated.get(name)
         if view is None:
+            if len(name) > _MAX_TEXT:
+                telemetry.dropped += 1
+                continue
             view = telemetry.node(name)
             if view is None:
                 continue
@@ -59,9 +74,15 @@ def _metric(telemetry: Telemetry, node: NodeView, metric: Metric, now: float) ->
     else:
         return 0
     name = metric.name
+    if len(name) > _MAX_TEXT:
+        telemetry.dropped += len(data_points)
+        return 0
     kept = 0
     for point in data_points:
         value = point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
+        if not math.isfinite(value):  # NaN would poison a delta total, infinity an event count
+            telemetry.dropped += 1
+            continue
         time = point.time_unix_nano / 1e9 or now
         kept += _point(telemetry, node, name, point.attributes, value, time=time, delta=delta)
     return kept
@@ -77,7 +98,11 @@ def _point(
     time: float,
     delta: bool,
 ) -> int:
-    identity, series_key, described = _split(attributes, described=metric == hw.HW_STATUS)
+    split = _split(attributes, described=metric == hw.HW_STATUS)
+    if split is None:
+        telemetry.dropped += 1
+        return 0
+    identity, series_key, described = split
     device_id, device_name, device_type = identity
     device = None
     if device_id is not None:
@@ -103,13 +128,16 @@ def _point(
 
 def _split(
     attributes: Iterable[KeyValue], *, described: bool
-) -> tuple[tuple[str | None, str | None, str | None], SeriesKey, dict[str, str]]:
-    """A point's attributes as (device id, name, type), its series key, and (``described``) its description."""
+) -> tuple[tuple[str | None, str | None, str | None], SeriesKey, dict[str, str]] | None:
+    """A point's attributes as (device id, name, type), its series key, and (``described``) its description;
+    None when they are too many or too long to keep."""
     device_id = device_name = device_type = None
     extra: list[tuple[str, str]] = []
     description: dict[str, str] = {}
     for attribute in attributes:
         key, text = attribute.key, _text(attribute.value)
+        if len(key) > _MAX_TEXT or len(text) > _MAX_TEXT:
+            return None
         if key == hw.HW_ID:
             device_id = text
         elif key == hw.HW_NAME:
@@ -120,6 +148,8 @@ def _split(
             extra.append((key, text))
         elif described:
             description[key] = text
+    if len(extra) > _MAX_SERIES_ATTRIBUTES:
+        return None
     return (device_id, device_name, device_type), tuple(sorted(extra)) if len(extra) > 1 else tuple(extra), description
 
 
@@ -131,7 +161,10 @@ def _settle(node: NodeView) -> None:
             continue
         state = next((s.attributes.get(hw.HW_STATE) for s in node.current(device, hw.HW_STATUS) if s.value), None)
         device.state = state
-        if device.readings_seq == seq or state in (None, "ok"):
+        read = next((s.attributes.get(hw.EAGLEEYE_HW_READ_STATE) for s in node.current(device, _READ) if s.value), None)
+        if read is not None:  # the monitor says how the driver answered: lost, hung, ...
+            device.status = read
+        elif device.readings_seq == seq or state in (None, "ok"):
             device.status = "ok"
         else:
             device.status = "unreachable" if state == "failed" else "error"

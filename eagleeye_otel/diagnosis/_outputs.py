@@ -8,7 +8,7 @@ findings and each device's resulting ``hw.status``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import msgspec
@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
 from eagleeye_otel.diagnosis._board import FindingBoard
+from eagleeye_otel.diagnosis._engine import EngineStats
 from eagleeye_otel.diagnosis._finding import Finding, FindingChanges, Severity
 from eagleeye_otel.semconv import _diagnosis as dx
 from eagleeye_otel.semconv import _hardware as hw
@@ -33,6 +34,7 @@ __all__ = [
     "changes_in_order",
     "encode_message",
     "register_diagnosis_metrics",
+    "register_intake_metrics",
 ]
 
 _LOG_SEVERITY: Final = {
@@ -125,6 +127,28 @@ def register_diagnosis_metrics(provider: MeterProvider, board: FindingBoard) -> 
         [status],
         unit="1",
         description="1 for the device's state as the diagnosis judges it (its worst active finding), else 0.",
+    )
+
+
+def register_intake_metrics(provider: MeterProvider, stats: Callable[[], EngineStats]) -> None:
+    """Register ``eagleeye.diagnosis.rejected``, read from the engine's counters at collection.
+
+    Args:
+        provider: where the counter goes.
+        stats: the engine's counters (``DiagnosisEngine.stats``); thread-safe.
+    """
+    meter = provider.get_meter(dx.DIAGNOSIS_METER_NAME, __version__)
+
+    def rejected(_: CallbackOptions) -> Iterator[Observation]:
+        counts = stats()
+        yield Observation(counts.malformed, {dx.EAGLEEYE_DIAGNOSIS_REASON: dx.REJECTED_MALFORMED})
+        yield Observation(counts.dropped, {dx.EAGLEEYE_DIAGNOSIS_REASON: dx.REJECTED_DROPPED})
+
+    meter.create_observable_counter(
+        dx.EAGLEEYE_DIAGNOSIS_REJECTED,
+        [rejected],
+        unit="{item}",
+        description="Telemetry not taken in: malformed payloads, and points or other items dropped.",
     )
 
 

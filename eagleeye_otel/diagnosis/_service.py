@@ -36,6 +36,7 @@ from eagleeye_otel.diagnosis._outputs import (
     changes_in_order,
     encode_message,
     register_diagnosis_metrics,
+    register_intake_metrics,
 )
 from eagleeye_otel.diagnosis._settings import DiagnosisSettings
 from eagleeye_otel.environment_variables import EAGLEEYE_DIAGNOSIS_HTTP
@@ -128,6 +129,7 @@ class DiagnosisService:
         )
         service.prometheus = next((r for r in readers if isinstance(r, PrometheusServingReader)), None)
         register_diagnosis_metrics(provider, service.board)
+        register_intake_metrics(provider, lambda: engine.stats)
         if settings.http_port is not None:
             try:
                 service.http = DiagnosisHttpServer(

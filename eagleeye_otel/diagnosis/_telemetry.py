@@ -159,6 +159,8 @@ class NodeView:
     gpu_uuids: dict[str, str] = field(default_factory=dict)
     """PCI bus id to GPU UUID, from the driver's ``NVRM: GPU at PCI:... GPU-...`` lines."""
     dirty: bool = True
+    series_count: int = 0
+    """Node-level series (those of no device), capped like a device's."""
 
     def current(self, device: DeviceView | None, metric: str) -> Iterable[Series]:
         """The series of ``metric`` (of ``device``, or of the node itself) that the latest update carried."""
@@ -281,20 +283,21 @@ class Telemetry:
         return device
 
     def series(self, node: NodeView, device: DeviceView | None, metric: str, key: SeriesKey) -> Series | None:
-        """A series of ``device`` (of the node when None), made on first sight; None (and counted) at the cap."""
-        by_metric = node.series if device is None else device.series
-        by_key = by_metric.get(metric)
-        if by_key is None:
-            by_key = by_metric[metric] = {}
-        series = by_key.get(key)
+        """A series of ``device`` (of the node when None), made on first sight; None (and counted) at the cap.
+
+        The node's own series are capped too: points without a ``hw.id`` must not grow the view without bound.
+        """
+        owner: DeviceView | NodeView = node if device is None else device
+        by_key = owner.series.get(metric)
+        series = None if by_key is None else by_key.get(key)
         if series is None:
-            if device is not None:
-                if device.series_count >= self.limits.series_per_device:
-                    self.dropped += 1
-                    return None
-                device.series_count += 1
+            if owner.series_count >= self.limits.series_per_device:
+                self.dropped += 1
+                return None
+            owner.series_count += 1
             history = self.limits.history if metric in self._history_metrics else 1
-            series = by_key[key] = Series(key, history, self._spacing)
+            series = Series(key, history, self._spacing)
+            owner.series.setdefault(metric, {})[key] = series
         return series
 
     def count_events(

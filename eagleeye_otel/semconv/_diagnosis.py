@@ -17,8 +17,12 @@ __all__ = [
     "EAGLEEYE_DIAGNOSIS_FAULT",
     "EAGLEEYE_DIAGNOSIS_FINDINGS",
     "EAGLEEYE_DIAGNOSIS_FINDING_EVENT",
+    "EAGLEEYE_DIAGNOSIS_REASON",
+    "EAGLEEYE_DIAGNOSIS_REJECTED",
     "EAGLEEYE_DIAGNOSIS_SEVERITY",
     "HW_STATUS",
+    "REJECTED_DROPPED",
+    "REJECTED_MALFORMED",
     "SEVERITY_STATES",
 ]
 
@@ -31,11 +35,24 @@ EAGLEEYE_DIAGNOSIS_SEVERITY: Final = "eagleeye.diagnosis.severity"
 """``critical``, ``warning`` or ``info``."""
 EAGLEEYE_DIAGNOSIS_CHANGE: Final = "eagleeye.diagnosis.change"
 """What happened to a finding: ``opened``, ``updated``, ``resolved``, or ``active`` (a periodic restatement)."""
+EAGLEEYE_DIAGNOSIS_REASON: Final = "eagleeye.diagnosis.reason"
+"""Why telemetry was rejected: :data:`REJECTED_MALFORMED` or :data:`REJECTED_DROPPED`."""
+REJECTED_MALFORMED: Final = "malformed"
+"""Payloads that are not an OTLP metrics export (not protobuf, truncated, nested too deep) and snapshot entries
+that do not parse."""
+REJECTED_DROPPED: Final = "dropped"
+"""Points, devices, series, nodes or events not kept: a cap was reached, a value was not a finite number, or a
+name or attribute was too long."""
 
 # -- metrics -------------------------------------------------------------------------------------------------
 EAGLEEYE_DIAGNOSIS_FINDINGS: Final = "eagleeye.diagnosis.findings"
 """Gauge, ``{finding}``: 1 per active finding, with ``eagleeye.node.name``, ``hw.id`` (absent for a node-wide
 finding), the fault and the severity; a resolved finding's series disappears. Sum by severity to count."""
+
+EAGLEEYE_DIAGNOSIS_REJECTED: Final = "eagleeye.diagnosis.rejected"
+"""Counter, ``{item}``: telemetry the service did not take in, by ``eagleeye.diagnosis.reason``; payloads for
+``malformed``, points and the like for ``dropped``. Never raised, never retained: this is where hostile or broken
+input shows."""
 
 SEVERITY_STATES: Final = {"critical": "failed", "warning": "degraded", "info": "ok"}
 """The ``hw.state`` of a device by its worst active finding; a device with none is ``ok``."""
