@@ -5,12 +5,12 @@ Only the ``from_env`` constructors of the settings classes use :class:`EnvReader
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from eagleeye_otel.errors import ConfigError
 
-__all__ = ["MAX_SECRET_FILE_BYTES", "EnvReader"]
+__all__ = ["MAX_SECRET_FILE_BYTES", "EnvReader", "is_kind"]
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 """A token or password file larger than this is a mistake (a log, a device); reading stops there."""
@@ -36,8 +36,8 @@ class EnvReader:
         value = self.get(name)
         if value is None:
             return None
-        path = Path(value).expanduser()
-        if not path.is_file():
+        path = _expand(value)
+        if not is_kind(path, Path.is_file):
             raise ConfigError(name, value, "no such file")
         return path
 
@@ -59,10 +59,10 @@ class EnvReader:
         # suppressed context would keep them in a logged traceback's reach.
         data, problem = b"", ""
         try:
-            with Path(file_value).expanduser().open("rb") as file:
+            with _expand(file_value).open("rb") as file:
                 data = file.read(MAX_SECRET_FILE_BYTES + 1)
-        except OSError as error:
-            problem = f"cannot read it: {error.strerror or type(error).__name__}"
+        except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+            problem = f"cannot read it: {getattr(error, 'strerror', None) or type(error).__name__}"
         if problem:
             raise ConfigError(file_name, file_value, problem)
         if len(data) > MAX_SECRET_FILE_BYTES:
@@ -73,3 +73,23 @@ class EnvReader:
         if not secret:
             raise ConfigError(file_name, file_value, "the file is empty")
         return secret
+
+
+def is_kind(path: Path, check: Callable[[Path], bool]) -> bool:
+    """``check(path)`` (``Path.is_file``, ``Path.is_dir``), false where the path cannot even be looked up.
+
+    ``Path.is_file`` raises on a name too long for the filesystem or a NUL in it; a setting holding one is simply
+    not a file.
+    """
+    try:
+        return check(path)
+    except (OSError, ValueError):
+        return False
+
+
+def _expand(value: str) -> Path:
+    """``~`` and ``~user`` expanded where they can be; ``~nobody-here`` stays as written (and is then not found)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        return Path(value)

@@ -158,8 +158,8 @@ def _creds_file(env: EnvReader) -> Path | None:
     try:
         with path.open("rb") as file:
             data = file.read(_MAX_CREDS_BYTES + 1)
-    except OSError as error:
-        problem = f"cannot read it: {error.strerror or type(error).__name__}"
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+        problem = f"cannot read it: {getattr(error, 'strerror', None) or type(error).__name__}"
     if problem:
         raise ConfigError(ev.EAGLEEYE_NATS_CREDS, shown, problem)
     if len(data) > _MAX_CREDS_BYTES or not all(marker in data for marker in _CREDS_MARKERS):

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from eagleeye_otel import environment_variables as ev
-from eagleeye_otel._env import EnvReader
+from eagleeye_otel._env import EnvReader, is_kind
 from eagleeye_otel._nats_settings import DEFAULT_NATS_URL, NatsSettings, nats_settings_from_env
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.nats_subjects import check_subject, subject_token
@@ -169,7 +169,7 @@ class HardwareSettings:
         if kernel_log not in ("auto", "off"):
             kernel_log = str(env.path(ev.EAGLEEYE_KERNEL_LOG))
         host_root = Path(env.get(ev.EAGLEEYE_HOST_ROOT) or "/")
-        if not host_root.is_dir():
+        if not is_kind(host_root, Path.is_dir):
             raise ConfigError(ev.EAGLEEYE_HOST_ROOT, str(host_root), "no such directory")
         return cls(
             node_name=env.get(ev.EAGLEEYE_NODE_NAME) or k8s_node_name or socket.gethostname(),

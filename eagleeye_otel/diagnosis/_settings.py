@@ -87,6 +87,7 @@ class DiagnosisSettings:
         get = EnvReader(raw).get
 
         hardware_prefix = get(ev.EAGLEEYE_HARDWARE_SUBJECT_PREFIX) or DEFAULT_HARDWARE_SUBJECT_PREFIX
+        check_subject(ev.EAGLEEYE_HARDWARE_SUBJECT_PREFIX, hardware_prefix)  # blamed on itself, not on the input
         input_subject = get(ev.EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT) or f"{hardware_prefix}.>"
         check_subject(ev.EAGLEEYE_DIAGNOSIS_INPUT_SUBJECT, input_subject, wildcards=True)
         prefix = get(ev.EAGLEEYE_DIAGNOSIS_SUBJECT_PREFIX) or DEFAULT_DIAGNOSIS_SUBJECT_PREFIX
