@@ -5,6 +5,10 @@ a rule whose ``id`` exists patches it: each key it gives replaces the earlier on
 ``values`` and ``levels``, which are merged entry by entry (so one Xid's action can be changed without copying the
 catalog), and a different ``kind``, which replaces the rule whole. ``enabled: false`` turns a rule off. Every error
 names the file and the key (``rules[3].limit.metric``) and raises :class:`~eagleeye_otel.errors.ConfigError`.
+
+A rule file is data from outside: one over 4 MiB, nested deeper than YAML's limit, or whose aliases expand to more
+than 100,000 values (a "billion laughs" document) is refused before anything walks it, so no file can exhaust
+memory or time.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ _TABLES: Final = frozenset({"codes", "values", "levels"})
 _FILE_KEYS: Final = frozenset({"version", "rules"})
 _VERSION: Final = 1
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+"""The shipped files are under 40 KiB."""
+_MAX_VALUES: Final = 100_000
+"""Values a file may hold once its aliases are expanded; the largest shipped file holds under 2,000."""
 
 
 @dataclass(frozen=True)
@@ -99,13 +107,19 @@ def load_knowledge_base(extra: Sequence[Path] = ()) -> KnowledgeBase:
 def _rules_of(file: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each rule of a file as (file and key, raw mapping)."""
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(_MAX_FILE_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(file), "", f"cannot read the rule file: {error}") from error
+    if len(data) > _MAX_FILE_BYTES:
+        raise ConfigError(str(file), "", f"over {_MAX_FILE_BYTES >> 20} MiB; a rule file is a few KiB")
     try:
         document = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise ConfigError(str(file), "", f"not valid YAML: {_yaml_problem(error)}") from error
+    if not _within(document, _MAX_VALUES):
+        raise ConfigError(str(file), "", f"more than {_MAX_VALUES} values once its aliases are expanded")
     if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
         raise ConfigError(str(file), "", "expected a mapping with a 'rules' list")
     for key in document:
@@ -122,6 +136,22 @@ def _rules_of(file: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             raise ConfigError(f"{where}.id", raw["id"], f"already given by rules[{seen[raw['id']]}] of this file")
         seen[raw["id"]] = index
         yield where, raw
+
+
+def _within(document: object, budget: int) -> bool:
+    """Whether ``document`` holds at most ``budget`` values, counting a value each time an alias repeats it."""
+    pending = [document]
+    while pending:
+        budget -= 1
+        if budget < 0:
+            return False
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending += value.keys()
+            pending += value.values()
+        elif isinstance(value, list):
+            pending += value
+    return True
 
 
 def _normalized(raw: dict[str, Any], where: str, kind: object) -> dict[str, Any]:
@@ -188,9 +218,10 @@ def _entry_path(raw: dict[str, Any], path: str) -> str:
     entries = None if table is None else raw.get(table["table"])
     if table is None or not isinstance(entries, dict):
         return path
+    others = {name: {} for name in _TABLES & raw.keys()}  # so that each try costs one entry, not every table
     for key, entry in entries.items():
         try:
-            msgspec.convert({**raw, table["table"]: {key: entry}}, RuleSpec)
+            msgspec.convert({**raw, **others, table["table"]: {key: entry}}, RuleSpec)
         except msgspec.ValidationError:
             return path.replace("[...]", f".{key}", 1)
     return path
@@ -207,7 +238,7 @@ def _at(raw: Any, path: str) -> Any:
     return raw
 
 
-def _yaml_problem(error: yaml.YAMLError) -> str:
+def _yaml_problem(error: yaml.YAMLError | RecursionError) -> str:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error)
     return problem if mark is None else f"{problem} at line {mark.line + 1}, column {mark.column + 1}"

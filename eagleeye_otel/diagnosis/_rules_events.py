@@ -369,7 +369,7 @@ def _fault_code_file(path: Path, where: str) -> list[tuple[str, str]]:
     """(code, level) pairs from a MindCluster ``faultCode.json`` (``{"RestartNPUCodes": ["80E18005"], ...}``)."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
         raise ConfigError(where, str(path), f"cannot read it: {error}") from error
     if not isinstance(document, dict):
         raise ConfigError(where, str(path), "expected an object of <Level>Codes lists")
