@@ -218,7 +218,7 @@ def _entry_path(raw: dict[str, Any], path: str) -> str:
     entries = None if table is None else raw.get(table["table"])
     if table is None or not isinstance(entries, dict):
         return path
-    others = {name: {} for name in _TABLES & raw.keys()}  # so that each try costs one entry, not every table
+    others: dict[str, Any] = {name: {} for name in _TABLES & raw.keys()}  # each try then costs one entry
     for key, entry in entries.items():
         try:
             msgspec.convert({**raw, **others, table["table"]: {key: entry}}, RuleSpec)
