@@ -102,7 +102,7 @@ def _read_snapshot(path: Path) -> dict[str, Any]:
         document = json.loads(path.read_bytes())
     except OSError as error:
         raise ConfigError("--snapshot", str(path), f"cannot read it: {error.strerror or error}") from error
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise ConfigError("--snapshot", str(path), f"not JSON ({error})") from error
     if not isinstance(document, dict) or not isinstance(document.get("node"), str):
         raise ConfigError("--snapshot", str(path), "not a hardware-monitor --once --format json document")

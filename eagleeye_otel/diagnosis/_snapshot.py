@@ -10,6 +10,7 @@ message. A device entry that does not parse is skipped and counted.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.receivers.hardware._instruments import register_hardware_metrics
 from eagleeye_otel.receivers.hardware._model import GpuReading, KernelEventKind, NpuReading, Sweep
 from eagleeye_otel.semconv import _hardware as hw
@@ -29,6 +31,8 @@ from eagleeye_otel.semconv import _hardware as hw
 __all__ = ["SnapshotContent", "SnapshotEvent", "read_snapshot"]
 
 _logger = logging.getLogger(__name__)
+_skipped_log = LogLimiter(_logger)
+"""A document may hold a million bad entries: they are counted, and logged once a minute."""
 _KINDS = frozenset(kind.value for kind in KernelEventKind)
 _Reading = TypeVar("_Reading", GpuReading, NpuReading)
 
@@ -77,8 +81,7 @@ def read_snapshot(document: Mapping[str, Any]) -> SnapshotContent:
     gpus, bad_gpus = _readings(document, "gpus", GpuReading)
     npus, bad_npus = _readings(document, "npus", NpuReading)
     events, bad_events = _events(document.get("kernel_log"))
-    taken_at = document.get("taken_at")
-    sweep = Sweep(node, float(taken_at) if isinstance(taken_at, int | float) else 0.0, tuple(gpus), tuple(npus))
+    sweep = Sweep(node, _seconds(document.get("taken_at")), tuple(gpus), tuple(npus))
     statuses = {gpu.identity.id: gpu.status.value for gpu in gpus}
     statuses.update((npu.identity.id, npu.status.value) for npu in npus)
     return SnapshotContent(node, _collect(sweep), statuses, events, bad_gpus + bad_npus + bad_events)
@@ -97,7 +100,7 @@ def _readings(document: Mapping[str, Any], key: str, kind: type[_Reading]) -> tu
             readings.append(msgspec.convert(_reading_fields(entry), kind, strict=False))
         except (msgspec.ValidationError, TypeError, ValueError) as error:
             skipped += 1
-            _logger.warning("snapshot %s[%d] skipped: %s", key, index, error)
+            _skipped_log.warning("snapshot %s[%d] skipped: %s", key, index, error)
     return readings, skipped
 
 
@@ -112,17 +115,41 @@ def _reading_fields(entry: object) -> dict[str, Any]:
     return fields
 
 
+def _seconds(taken_at: object) -> float:
+    """``taken_at`` as Unix seconds; 0 (unknown) unless a finite number (JSON allows 1e999, Python NaN)."""
+    if not isinstance(taken_at, int | float) or isinstance(taken_at, bool):
+        return 0.0
+    try:
+        seconds = float(taken_at)
+    except OverflowError:  # an integer too large for a float
+        return 0.0
+    return seconds if math.isfinite(seconds) else 0.0
+
+
 def _events(kernel_log: object) -> tuple[tuple[SnapshotEvent, ...], int]:
     if not isinstance(kernel_log, dict):
         return (), 0
+    entries = kernel_log.get("events")
+    if entries is None:
+        return (), 0
+    if not isinstance(entries, list):
+        raise ConfigError("snapshot.kernel_log.events", type(entries).__name__, "expected a list")
     events, skipped = [], 0
-    for entry in kernel_log.get("events") or []:
+    for entry in entries:
         try:
             kind, code, device, count = entry["kind"], entry["code"], entry.get("device"), entry.get("count", 1)
             if kind not in _KINDS or not isinstance(code, str) or not isinstance(count, int) or count < 1:
                 raise ValueError(entry)
             message = entry.get("last_message")
-            events.append(SnapshotEvent(kind, code, device if isinstance(device, str) else None, count, message))
+            events.append(
+                SnapshotEvent(
+                    kind,
+                    code,
+                    device if isinstance(device, str) else None,
+                    count,
+                    message if isinstance(message, str) else None,
+                )
+            )
         except (KeyError, TypeError, ValueError):
             skipped += 1
     return tuple(events), skipped
