@@ -150,7 +150,7 @@ def _parse_xid(line: str, message: str, timestamp: float | None) -> KernelEvent:
     device = normalize_pci_bus_id(match["pci"])
     if device is None:
         raise MalformedLine(line, f"Xid with an invalid PCI address {match['pci']!r}")
-    return KernelEvent(KernelEventKind.XID, str(int(match["code"])), device, message.rstrip(), timestamp)
+    return KernelEvent(KernelEventKind.XID, str(int(match["code"])), device, _encodable(message.rstrip()), timestamp)
 
 
 def _parse_sxid(line: str, message: str, timestamp: float | None) -> KernelEvent | None:
@@ -162,7 +162,7 @@ def _parse_sxid(line: str, message: str, timestamp: float | None) -> KernelEvent
         raise MalformedLine(line, f"SXid with an invalid PCI address {match['pci']!r}")
     if match["detail"] is not None and _SXID_DETAIL.match(match["detail"]) is not None:
         return None
-    return KernelEvent(KernelEventKind.SXID, str(int(match["code"])), device, message.rstrip(), timestamp)
+    return KernelEvent(KernelEventKind.SXID, str(int(match["code"])), device, _encodable(message.rstrip()), timestamp)
 
 
 def _fallen_off_bus(message: str, timestamp: float | None) -> KernelEvent:
@@ -173,7 +173,7 @@ def _fallen_off_bus(message: str, timestamp: float | None) -> KernelEvent:
     """
     address = _GPU_PCI.search(message)
     device = None if address is None else normalize_pci_bus_id(address["pci"])
-    return KernelEvent(KernelEventKind.FALLEN_OFF_BUS, FALLEN_OFF_BUS_XID, device, message, timestamp)
+    return KernelEvent(KernelEventKind.FALLEN_OFF_BUS, FALLEN_OFF_BUS_XID, device, _encodable(message), timestamp)
 
 
 def _parse_ascend(text: str, timestamp: float | None) -> KernelEvent | None:
@@ -187,4 +187,15 @@ def _parse_ascend(text: str, timestamp: float | None) -> KernelEvent | None:
         if not code:
             return None
     device = _ASCEND_DEVICE.search(message)
-    return KernelEvent(KernelEventKind.ASCEND, code, None if device is None else device["id"], message, timestamp)
+    return KernelEvent(
+        KernelEventKind.ASCEND, code, None if device is None else device["id"], _encodable(message), timestamp
+    )
+
+
+def _encodable(message: str) -> str:
+    """``message`` with lone surrogates (text decoded with ``surrogateescape``) replaced by ``?``.
+
+    The message travels on as JSON and OTLP, whose encoders refuse a lone surrogate; so would every later finding
+    quoting it. Checked only on event lines, which are rare, and cheaply for ASCII ones.
+    """
+    return message if message.isascii() else message.encode("utf-8", "replace").decode("utf-8")
