@@ -13,7 +13,10 @@ Values sets: the chart's defaults and the examples in deploy/helm/examples/ (GPU
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -31,16 +34,22 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import nats
 import pytest
 import yaml
 
 from eagleeye_otel.diagnosis import load_knowledge_base
+from eagleeye_otel.errors import RouterConnectError
+from eagleeye_otel.nats_options import connect_options
 from eagleeye_otel.nats_server import find_nats_server, free_port
+from eagleeye_otel.routing import RouterClient
+from eagleeye_otel.settings import NatsSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "eagle-eye"
 EXAMPLES = ROOT / "deploy" / "helm" / "examples"
 DOCS = ROOT / "docs" / "kubernetes.md"
+AUTH_CONF = ROOT / "deploy" / "nats" / "eagle-eye-auth.conf"
 KUBERNETES_VERSION = "1.33.0"
 NAMESPACE = "eagle-eye"
 RELEASE = "eagle-eye"
@@ -306,6 +315,7 @@ SCENARIOS = {
     "gpu": _example("gpu"),
     "npu": _example("npu"),
     "external-nats": _example("external-nats"),
+    "nats-per-component": _example("nats-per-component"),
 }
 
 
@@ -575,31 +585,56 @@ def test_the_example_rule_files_load_into_the_knowledge_base(installs: dict[str,
 NATS_CLIENTS = ("hardware-monitor-gpu", "hardware-monitor-npu", "diagnosis", "vllm-example")
 
 
+NATS_USERS = {"hardware-monitor-gpu": "hardware", "hardware-monitor-npu": "hardware", "diagnosis": "diagnosis"}
+NATS_USERS["vllm-example"] = "vllm"
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_every_nats_client_gets_the_same_url_and_credentials(installs: dict[str, Install], scenario: str) -> None:
+def test_every_nats_client_gets_the_url_and_its_credentials_as_files(
+    installs: dict[str, Install], scenario: str
+) -> None:
+    """Secrets reach every client as files of the mounted Secret, never as an environment value; with per-component
+    users each client logs in as its own user and mounts only its own password."""
     install = installs[scenario]
     values = _merged(_chart_values(), SCENARIOS[scenario])
     nats = values["nats"]
+    auth = nats["auth"]
     expected_url = f"nats://{_name('nats')}.{NAMESPACE}.svc:4222" if nats["bundled"]["enabled"] else nats["url"]
     clients = [w for w in install.workloads() if w["metadata"]["labels"]["app.kubernetes.io/component"] in NATS_CLIENTS]
     assert clients
     for workload in clients:
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
         pod = workload["spec"]["template"]["spec"]
         env = _env(pod["containers"][0])
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
         assert env["EAGLEEYE_NATS_URL"] == expected_url, workload["metadata"]["name"]
-        auth = nats["auth"]
-        if auth["userKey"]:
+        assert not {"EAGLEEYE_NATS_PASSWORD", "EAGLEEYE_NATS_TOKEN"} & set(env)  # only the *_FILE variants
+        if auth["perComponent"]["enabled"]:
+            user = NATS_USERS[component]
+            assert env["EAGLEEYE_NATS_USER"] == f"eagle-eye-{user}"
+            assert env["EAGLEEYE_NATS_PASSWORD_FILE"] == "/etc/eagle-eye/nats-auth/password"
+            secret = volumes["nats-auth"]["secret"]
+            assert secret["secretName"] == auth["perComponent"]["existingSecret"]
+            assert secret["items"] == [{"key": auth["perComponent"]["keys"][user], "path": "password"}]
+        elif auth["userKey"]:
             assert env["EAGLEEYE_NATS_USER"] == {
                 "secretKeyRef": {"name": auth["existingSecret"], "key": auth["userKey"]}
             }
-            assert env["EAGLEEYE_NATS_PASSWORD"]["secretKeyRef"]["key"] == auth["passwordKey"]
+            assert env["EAGLEEYE_NATS_PASSWORD_FILE"] == "/etc/eagle-eye/nats-auth/password"
+            assert volumes["nats-auth"]["secret"]["items"] == [{"key": auth["passwordKey"], "path": "password"}]
         else:
-            assert not {"EAGLEEYE_NATS_USER", "EAGLEEYE_NATS_PASSWORD", "EAGLEEYE_NATS_TOKEN"} & set(env)
+            assert not {"EAGLEEYE_NATS_USER", "EAGLEEYE_NATS_PASSWORD_FILE", "EAGLEEYE_NATS_TOKEN_FILE"} & set(env)
+            assert "nats-auth" not in volumes
+        if "nats-auth" in volumes:
+            assert mounts["nats-auth"] == {
+                "name": "nats-auth",
+                "mountPath": "/etc/eagle-eye/nats-auth",
+                "readOnly": True,
+            }
         if nats["tls"]["existingSecret"]:
             assert env["EAGLEEYE_NATS_TLS_CA"] == "/etc/eagle-eye/nats-tls/ca.crt"
-            volumes = {v["name"]: v for v in pod["volumes"]}
             assert volumes["nats-tls"]["secret"]["secretName"] == nats["tls"]["existingSecret"]
-            mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
             assert mounts["nats-tls"] == {"name": "nats-tls", "mountPath": "/etc/eagle-eye/nats-tls", "readOnly": True}
     bundled = [w for w in install.workloads() if w["metadata"]["name"] == _name("nats")]
     assert len(bundled) == int(nats["bundled"]["enabled"])
@@ -611,13 +646,165 @@ def test_every_nats_client_gets_the_same_url_and_credentials(installs: dict[str,
         assert "--port=4222" in container["args"] and "--http_port=8222" in container["args"]
 
 
-def test_the_bundled_nats_server_takes_the_token_from_the_secret(helm: Helm) -> None:
-    install = helm.install({"nats": {"auth": {"existingSecret": "nats-token", "tokenKey": "token"}}})
+def test_the_bundled_nats_server_takes_the_token_from_the_secret(helm: Helm, tmp_path: Path) -> None:
+    """The token is in neither the arguments nor the ConfigMap; the real server, run with the rendered config and
+    env, accepts the diagnosis service's settings (token read from the mounted file) and refuses a wrong token."""
+    port, monitor = free_port(), free_port()
+    values = {"nats": {"bundled": {"port": port, "monitorPort": monitor}}}
+    values["nats"]["auth"] = {"existingSecret": "nats-token", "tokenKey": "token"}
+    install = helm.install(values)
     server = install.named("Deployment", _name("nats"))["spec"]["template"]["spec"]["containers"][0]
-    assert "--auth=$(NATS_TOKEN)" in server["args"]
-    assert _env(server)["NATS_TOKEN"] == {"secretKeyRef": {"name": "nats-token", "key": "token"}}
-    diagnosis = install.named("Deployment", _name("diagnosis"))["spec"]["template"]["spec"]["containers"][0]
-    assert _env(diagnosis)["EAGLEEYE_NATS_TOKEN"] == {"secretKeyRef": {"name": "nats-token", "key": "token"}}
+    assert not [a for a in server["args"] if "TOKEN" in a or "auth" in a or "pass" in a]
+    assert _env(server)["NATS_TOKEN_VALUE"] == {"secretKeyRef": {"name": "nats-token", "key": "token"}}
+    assert _env(server)["NATS_TOKEN"] == '"$(NATS_TOKEN_VALUE)"'
+    assert "token: $NATS_TOKEN" in install.named("ConfigMap", _name("nats-config"))["data"]["nats.conf"]
+    diagnosis = install.named("Deployment", _name("diagnosis"))
+    assert _env(diagnosis["spec"]["template"]["spec"]["containers"][0])["EAGLEEYE_NATS_TOKEN_FILE"] == (
+        "/etc/eagle-eye/nats-auth/token"
+    )
+    secrets = {("nats-token", "token"): "-1 a token; nats-server must not read it as a number"}
+    with _bundled_server(install, secrets, tmp_path) as url:
+        nats_settings = _client_settings(diagnosis, secrets, tmp_path / "diagnosis", url)
+        assert nats_settings.token == secrets["nats-token", "token"]
+        asyncio.run(_connects(nats_settings))
+        wrong = dataclasses.replace(nats_settings, token="not-the-token")
+        with pytest.raises(RouterConnectError, match="Authorization Violation"):
+            asyncio.run(RouterClient(nats_settings=wrong).start())
+
+
+def test_per_component_users_on_the_bundled_server(helm: Helm, tmp_path: Path) -> None:
+    """nats.auth.perComponent: the bundled server runs deploy/nats/eagle-eye-auth.conf with the release's subjects;
+    each component, with the env and Secret files the chart gives it, may publish and read its own subjects and
+    nothing else."""
+    assert (CHART / "files" / "nats" / "eagle-eye-auth.conf").read_text() == AUTH_CONF.read_text()
+    port, monitor = free_port(), free_port()
+    values: dict[str, Any] = _example("nats-per-component")
+    values = _merged(values, {"nats": {"bundled": {"port": port, "monitorPort": monitor}}})
+    values |= {"routing": {"subject": "fleet.load", "snapshotSubject": "fleet.who"}}
+    values |= {"subjects": {"hardwarePrefix": "fleet.hw", "diagnosisPrefix": "fleet.diag"}}
+    install = helm.install(values)
+    config = install.named("ConfigMap", _name("nats-config"))["data"]["nats.conf"]
+    assert '"fleet.load"' in config and '"fleet.hw.>"' in config and "eagle_eye.routing_metrics" not in config
+    server = install.named("Deployment", _name("nats"))["spec"]["template"]["spec"]["containers"][0]
+    assert _env(server)["EAGLE_EYE_HARDWARE_PASSWORD"] == '"$(EAGLE_EYE_HARDWARE_PASSWORD_VALUE)"'
+    users = ("vllm", "router", "hardware", "diagnosis", "metrics-reader")
+    secrets = {("eagle-eye-nats-users", user): f"-1{user}-{os.urandom(6).hex()}" for user in users}
+    monitor_workload = install.named("DaemonSet", _name("hardware-monitor-gpu"))
+    diagnosis = install.named("Deployment", _name("diagnosis"))
+    vllm = install.named("Deployment", _name("vllm-example"))
+    with _bundled_server(install, secrets, tmp_path) as url:
+        settings = {
+            "hardware": _client_settings(monitor_workload, secrets, tmp_path / "hardware", url),
+            "diagnosis": _client_settings(diagnosis, secrets, tmp_path / "diagnosis", url),
+            "vllm": _client_settings(vllm, secrets, tmp_path / "vllm", url),
+        }
+        settings["router"] = dataclasses.replace(
+            settings["vllm"], user="eagle-eye-router", password=secrets["eagle-eye-nats-users", "router"]
+        )
+        assert {k: v.user for k, v in settings.items()} == {k: f"eagle-eye-{k}" for k in settings}
+        outcome = asyncio.run(_exchange(settings))
+    assert outcome["diagnosis"] == [("fleet.hw.node-a", b"batch")]
+    assert outcome["router"] == [("fleet.load", b"load")]
+    assert outcome["refused"] == ["fleet.load", "fleet.hw.node-a"]  # the monitor's, the router's forgery
+
+
+async def _connects(nats_settings: NatsSettings) -> None:
+    nc = await nats.connect(**connect_options(nats_settings, name="helm-test", background=False))
+    await nc.close()
+
+
+async def _exchange(settings: dict[str, NatsSettings]) -> dict[str, list[Any]]:
+    """Each component does its job, then tries another's: what was received and which publishes were refused."""
+    got: dict[str, list[Any]] = {"diagnosis": [], "router": [], "refused": []}
+    clients = {}
+
+    def sink(name: str) -> Any:
+        async def on_message(msg: Any) -> None:
+            got[name].append((msg.subject, msg.data))
+
+        return on_message
+
+    async def on_error(error: Exception) -> None:
+        if "permissions violation for publish" in str(error):
+            got["refused"].append(str(error).rsplit('"', 2)[1])
+
+    for name, nats_settings in settings.items():
+        options = connect_options(nats_settings, name=name, background=False)
+        clients[name] = await nats.connect(**options, error_cb=on_error)
+    try:
+        await clients["diagnosis"].subscribe("fleet.hw.>", cb=sink("diagnosis"))
+        await clients["router"].subscribe("fleet.load", cb=sink("router"))
+        for nc in clients.values():
+            await nc.flush()
+        await clients["hardware"].publish("fleet.load", b"forged")
+        await clients["hardware"].flush()
+        await clients["router"].publish("fleet.hw.node-a", b"forged")
+        await clients["router"].flush()
+        await clients["hardware"].publish("fleet.hw.node-a", b"batch")
+        await clients["vllm"].publish("fleet.load", b"load")
+        for nc in clients.values():
+            await nc.flush()
+        await asyncio.sleep(0.5)
+    finally:
+        for nc in clients.values():
+            await nc.close()
+    return got
+
+
+@contextlib.contextmanager
+def _bundled_server(install: Install, secrets: dict[tuple[str, str], str], tmp_path: Path) -> Iterator[str]:
+    """The bundled server's container run for real: its args, its env (Secret values and $(VAR) expanded as the
+    kubelet does) and its ConfigMap; yields the client URL."""
+    container = install.named("Deployment", _name("nats"))["spec"]["template"]["spec"]["containers"][0]
+    config = tmp_path / "nats.conf"
+    config.write_text(install.named("ConfigMap", _name("nats-config"))["data"]["nats.conf"])
+    env: dict[str, str] = {"PATH": os.environ["PATH"]}
+    for entry in container["env"]:
+        source = entry.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            env[entry["name"]] = secrets[source["secretKeyRef"]["name"], source["secretKeyRef"]["key"]]
+        elif "fieldRef" in source:
+            env[entry["name"]] = "nats-0"
+        else:
+            env[entry["name"]] = _expand([entry["value"]], env)[0]
+    args = [a.replace("/etc/nats/nats.conf", str(config)) for a in _expand(container["args"], env)]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    log = tmp_path / "nats.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([str(find_nats_server()), "--addr=127.0.0.1", *args], env=env, stderr=sink)
+    try:
+        assert _get(f"http://127.0.0.1:{ports['monitor']}/healthz") == 200, log.read_text()
+        yield f"nats://127.0.0.1:{ports['client']}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _client_settings(
+    workload: dict[str, Any], secrets: dict[tuple[str, str], str], directory: Path, url: str
+) -> NatsSettings:
+    """What the component's first container reads: its env, with each mounted Secret item written to a file."""
+    pod = workload["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        source = entry.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            env[entry["name"]] = secrets[source["secretKeyRef"]["name"], source["secretKeyRef"]["key"]]
+        elif "value" in entry:
+            env[entry["name"]] = entry["value"]
+    for volume in pod["volumes"]:
+        if "secret" not in volume or volume["name"] not in mounts:
+            continue
+        target = directory / volume["name"]
+        target.mkdir(parents=True, exist_ok=True)
+        for item in volume["secret"]["items"]:
+            (target / item["path"]).write_text(secrets[volume["secret"]["secretName"], item["key"]])
+        for name, value in env.items():
+            env[name] = value.replace(mounts[volume["name"]], str(target))
+    env["EAGLEEYE_NATS_URL"] = url
+    return Settings.from_env(env).nats
 
 
 def test_the_vllm_example_publishes_to_nats_with_the_plugin_installed(installs: dict[str, Install]) -> None:
@@ -830,21 +1017,16 @@ def _expand(args: list[str], env: dict[str, str]) -> list[str]:
     return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
 
 
-def test_the_nats_probe_answers_on_the_rendered_command(helm: Helm) -> None:
+def test_the_nats_probe_answers_on_the_rendered_command(helm: Helm, tmp_path: Path) -> None:
     """The bundled server's args, run by the nats-server Eagle Eye's tests use: /healthz answers on the probe's port."""
     port, monitor = free_port(), free_port()
     install = helm.install({"nats": {"bundled": {"port": port, "monitorPort": monitor}}})
     container = install.named("Deployment", _name("nats"))["spec"]["template"]["spec"]["containers"][0]
-    args = _expand(container["args"], {"POD_NAME": "nats-0"})
-    # The image's entry point is nats-server; the chart only passes arguments (and binds every interface).
-    process = subprocess.Popen([str(find_nats_server()), "--addr=127.0.0.1", *args], stdout=subprocess.DEVNULL)
-    try:
+    # The image's entry point is nats-server; the chart only passes arguments and its ConfigMap.
+    with _bundled_server(install, {}, tmp_path):
         probe = container["livenessProbe"]["httpGet"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert _get(f"http://127.0.0.1:{ports[probe['port']]}{probe['path']}") == 200
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_the_hardware_monitor_probe_answers_on_the_rendered_command(helm: Helm, nats_server: Any) -> None:
@@ -914,3 +1096,99 @@ def test_the_kubernetes_guide_names_real_values_and_files() -> None:
     for path in re.findall(r"`((?:deploy|collector-config|docs)/[\w./-]+)`", text):
         assert (ROOT / path).exists(), f"docs/kubernetes.md names {path}, which does not exist"
     assert "helm install eagle-eye -n" in text and "helm upgrade" in text
+
+
+# -- privileges: exactly the justified ones -------------------------------------------------------------------------
+
+
+def _privileges(workload: dict[str, Any]) -> dict[str, Any]:
+    """What a pod may do beyond the baseline, container by container, and what it mounts from the host."""
+    pod = workload["spec"]["template"]["spec"]
+    containers = {}
+    for container in _containers(workload):
+        security = container["securityContext"]
+        user, non_root = _runs_as(workload, container)
+        containers[container["name"]] = (
+            "root" if user == 0 else "non-root",
+            bool(non_root),
+            security.get("allowPrivilegeEscalation"),
+            tuple(security.get("capabilities", {}).get("drop", [])),
+            tuple(security.get("capabilities", {}).get("add", [])),
+            security.get("privileged", False),
+        )
+    host_paths = sorted(v["hostPath"]["path"] for v in pod.get("volumes", []) if "hostPath" in v)
+    return {"containers": containers, "hostPaths": host_paths}
+
+
+RESTRICTED = ("non-root", True, False, ("ALL",), (), False)
+SYSLOG = ("root", False, False, ("ALL",), ("SYSLOG",), False)
+PRIVILEGED = ("root", False, None, (), (), True)
+# Per scenario, every workload's privileges beyond RESTRICTED, each justified in docs/kubernetes.md ("What the
+# hardware monitor may do, and why"); a pod not named here must be RESTRICTED with no host path.
+JUSTIFIED = {
+    "default": {"hardware-monitor-gpu": {"containers": {"hardware-monitor": SYSLOG}, "hostPaths": []}},
+    "gpu": {"hardware-monitor-gpu": {"containers": {"hardware-monitor": SYSLOG}, "hostPaths": []}},
+    "nats-per-component": {"hardware-monitor-gpu": {"containers": {"hardware-monitor": SYSLOG}, "hostPaths": []}},
+    "npu": {
+        "hardware-monitor-npu": {
+            "containers": {"hardware-monitor": PRIVILEGED},
+            "hostPaths": ["/usr/local/Ascend/driver", "/usr/local/dcmi"],
+        }
+    },
+    "external-nats": {
+        "hardware-monitor-gpu": {"containers": {"hardware-monitor": RESTRICTED}, "hostPaths": ["/var/log/kern.log"]}
+    },
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_pod_holds_exactly_the_justified_privileges(installs: dict[str, Install], scenario: str) -> None:
+    """Non-root, no privilege escalation, every capability dropped, no host path: everywhere but where JUSTIFIED
+    (and docs/kubernetes.md) says otherwise, and there exactly that."""
+    for workload in installs[scenario].workloads():
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        actual = _privileges(workload)
+        expected = JUSTIFIED[scenario].get(component) or {
+            "containers": dict.fromkeys(actual["containers"], RESTRICTED),
+            "hostPaths": [],
+        }
+        assert actual == expected, f"{scenario}: {component}"
+
+
+def test_the_docs_justify_every_privilege_and_host_path(installs: dict[str, Install]) -> None:
+    text = DOCS.read_text()
+    section = text[text.index("## What the hardware monitor may do, and why") :].split("\n## ", 1)[0]
+    for install in installs.values():
+        for workload in install.workloads():
+            privileges = _privileges(workload)
+            for profile in privileges["containers"].values():
+                for capability in profile[4]:
+                    assert f"`{capability}`" in section or f"CAP_{capability}" in section, capability
+                if profile[5]:
+                    assert "privileged" in section
+                if profile[0] == "root":
+                    assert "uid 0" in section
+            for path in privileges["hostPaths"]:
+                assert path in section or path.rsplit("/", 1)[-1] in section, path
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_mounted_secrets_are_readable_by_the_container_user_and_no_one_else(
+    installs: dict[str, Install], scenario: str
+) -> None:
+    """Secret files are 0440: readable by their owner (root) and the pod's fsGroup, which a non-root container must
+    then have; world-readable modes are refused."""
+    for workload in installs[scenario].workloads():
+        pod = workload["spec"]["template"]["spec"]
+        secrets = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+        for container in _containers(workload):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in secrets:
+                    continue
+                mode = secrets[mount["name"]].get("defaultMode", 0o644)
+                assert mode & 0o007 == 0 and mount["readOnly"] is True, workload["metadata"]["name"]
+                user, _ = _runs_as(workload, container)
+                if user != 0:
+                    assert pod["securityContext"].get("fsGroup") is not None and mode & 0o040, workload["metadata"][
+                        "name"
+                    ]

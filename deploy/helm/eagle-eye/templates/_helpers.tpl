@@ -101,6 +101,14 @@ capabilities:
 {{- if and $auth.existingSecret (eq (int $methods) 0) -}}
 {{- fail "nats.auth.existingSecret is set: also set the key of the method it holds (tokenKey, userKey+passwordKey or credsKey)" -}}
 {{- end -}}
+{{- if $auth.perComponent.enabled -}}
+{{- if gt (int $methods) 0 -}}
+{{- fail "nats.auth.perComponent is enabled: leave tokenKey, userKey, passwordKey and credsKey empty (one method at a time)" -}}
+{{- end -}}
+{{- if not $auth.perComponent.existingSecret -}}
+{{- fail "nats.auth.perComponent.existingSecret is required: the Secret holding one password per component" -}}
+{{- end -}}
+{{- end -}}
 {{- if ne (empty $auth.userKey) (empty $auth.passwordKey) -}}
 {{- fail "nats.auth: userKey and passwordKey go together" -}}
 {{- end -}}
@@ -123,30 +131,37 @@ capabilities:
 {{- end -}}
 {{- end }}
 
-{{/* Env of every NATS client: the URL, then the credentials from the Secret and the TLS files. */}}
+{{/* Env of a NATS client, called with (dict "ctx" $ "user" "hardware"): the URL, then the credentials and the TLS
+files. Secrets reach the process as files of the mounted Secret (EAGLEEYE_NATS_*_FILE), never as environment
+values; with nats.auth.perComponent the component logs in as eagle-eye-<user> (deploy/nats/eagle-eye-auth.conf). */}}
 {{- define "eagle-eye.natsEnv" -}}
+{{- $values := .ctx.Values -}}
 - name: EAGLEEYE_NATS_URL
-  value: {{ include "eagle-eye.natsUrl" . | quote }}
-{{- with .Values.nats.auth }}
+  value: {{ include "eagle-eye.natsUrl" .ctx | quote }}
+{{- if $values.nats.auth.perComponent.enabled }}
+- name: EAGLEEYE_NATS_USER
+  value: {{ printf "eagle-eye-%s" .user | quote }}
+- name: EAGLEEYE_NATS_PASSWORD_FILE
+  value: /etc/eagle-eye/nats-auth/password
+{{- end }}
+{{- with $values.nats.auth }}
 {{- if .tokenKey }}
-- name: EAGLEEYE_NATS_TOKEN
-  valueFrom:
-    secretKeyRef: {name: {{ .existingSecret | quote }}, key: {{ .tokenKey | quote }}}
+- name: EAGLEEYE_NATS_TOKEN_FILE
+  value: /etc/eagle-eye/nats-auth/token
 {{- end }}
 {{- if .userKey }}
 - name: EAGLEEYE_NATS_USER
   valueFrom:
     secretKeyRef: {name: {{ .existingSecret | quote }}, key: {{ .userKey | quote }}}
-- name: EAGLEEYE_NATS_PASSWORD
-  valueFrom:
-    secretKeyRef: {name: {{ .existingSecret | quote }}, key: {{ .passwordKey | quote }}}
+- name: EAGLEEYE_NATS_PASSWORD_FILE
+  value: /etc/eagle-eye/nats-auth/password
 {{- end }}
 {{- if .credsKey }}
 - name: EAGLEEYE_NATS_CREDS
   value: /etc/eagle-eye/nats-auth/{{ .credsKey }}
 {{- end }}
 {{- end }}
-{{- with .Values.nats.tls }}
+{{- with $values.nats.tls }}
 {{- if .existingSecret }}
 - name: EAGLEEYE_NATS_TLS_CA
   value: /etc/eagle-eye/nats-tls/{{ .caKey }}
@@ -160,33 +175,79 @@ capabilities:
 {{- end }}
 {{- end }}
 
+{{/* Whether a client mounts the nats-auth Secret: (dict "ctx" $ "user" "x"). */}}
+{{- define "eagle-eye.natsAuthMounted" -}}
+{{- $auth := .ctx.Values.nats.auth -}}
+{{- if or $auth.perComponent.enabled $auth.tokenKey $auth.passwordKey $auth.credsKey }}true{{ end -}}
+{{- end }}
+
 {{- define "eagle-eye.natsVolumeMounts" -}}
-{{- if .Values.nats.auth.credsKey }}
+{{- if include "eagle-eye.natsAuthMounted" . }}
 - name: nats-auth
   mountPath: /etc/eagle-eye/nats-auth
   readOnly: true
 {{- end }}
-{{- if .Values.nats.tls.existingSecret }}
+{{- if .ctx.Values.nats.tls.existingSecret }}
 - name: nats-tls
   mountPath: /etc/eagle-eye/nats-tls
   readOnly: true
 {{- end }}
 {{- end }}
 
+{{/* Only the keys a component needs, under fixed names; group-readable, for the pod's fsGroup. */}}
 {{- define "eagle-eye.natsVolumes" -}}
-{{- if .Values.nats.auth.credsKey }}
+{{- $auth := .ctx.Values.nats.auth -}}
+{{- if include "eagle-eye.natsAuthMounted" . }}
 - name: nats-auth
   secret:
-    secretName: {{ .Values.nats.auth.existingSecret | quote }}
+    {{- if $auth.perComponent.enabled }}
+    secretName: {{ $auth.perComponent.existingSecret | quote }}
     defaultMode: 0440
     items:
-      - {key: {{ .Values.nats.auth.credsKey | quote }}, path: {{ .Values.nats.auth.credsKey | quote }}}
+      - {key: {{ get $auth.perComponent.keys .user | quote }}, path: password}
+    {{- else }}
+    secretName: {{ $auth.existingSecret | quote }}
+    defaultMode: 0440
+    items:
+      {{- if $auth.tokenKey }}
+      - {key: {{ $auth.tokenKey | quote }}, path: token}
+      {{- end }}
+      {{- if $auth.passwordKey }}
+      - {key: {{ $auth.passwordKey | quote }}, path: password}
+      {{- end }}
+      {{- if $auth.credsKey }}
+      - {key: {{ $auth.credsKey | quote }}, path: {{ $auth.credsKey | quote }}}
+      {{- end }}
+    {{- end }}
 {{- end }}
-{{- if .Values.nats.tls.existingSecret }}
+{{- if .ctx.Values.nats.tls.existingSecret }}
 - name: nats-tls
   secret:
-    secretName: {{ .Values.nats.tls.existingSecret | quote }}
+    secretName: {{ .ctx.Values.nats.tls.existingSecret | quote }}
     defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/* The bundled nats-server's configuration: the per-component users of files/nats/eagle-eye-auth.conf (a copy of
+deploy/nats/eagle-eye-auth.conf) with the release's subjects, or one token or user. */}}
+{{- define "eagle-eye.natsServerConfig" -}}
+{{- $auth := .Values.nats.auth -}}
+# Written by the Eagle Eye chart; ports and the server name are arguments.
+{{- if $auth.perComponent.enabled }}
+{{ .Files.Get "files/nats/eagle-eye-auth.conf"
+  | replace "\"eagle_eye.routing_metrics\"" (quote .Values.routing.subject)
+  | replace "\"eagle_eye.routing_snapshot\"" (quote .Values.routing.snapshotSubject)
+  | replace "\"eagle_eye.hardware.>\"" (quote (printf "%s.>" .Values.subjects.hardwarePrefix))
+  | replace "\"eagle_eye.diagnosis.>\"" (quote (printf "%s.>" .Values.subjects.diagnosisPrefix)) }}
+{{- else if $auth.tokenKey }}
+authorization {
+  token: $NATS_TOKEN
+}
+{{- else if $auth.userKey }}
+authorization {
+  user: $NATS_USER
+  password: $NATS_PASSWORD
+}
 {{- end }}
 {{- end }}
 
