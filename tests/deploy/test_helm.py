@@ -964,6 +964,12 @@ def test_collector_config_overrides_merge_over_the_file(helm: Helm) -> None:
         ({"nats": {"auth": {"existingSecret": "s", "userKey": "u"}}}, "go together"),
         ({"nats": {"auth": {"existingSecret": "s", "credsKey": "c"}}}, "operator-mode"),
         ({"nats": {"tls": {"existingSecret": "tls"}}}, "existing NATS"),
+        ({"nats": {"auth": {"perComponent": {"enabled": True}}}}, "perComponent.existingSecret is required"),
+        (
+            {"nats": {"auth": {"existingSecret": "s", "tokenKey": "t", "perComponent": {"enabled": True}}}},
+            "one method at a time",
+        ),
+        ({"nats": {"auth": {"perComponent": {"keys": {"vllm": ""}}}}}, "vllm"),
         ({"hardwareMonitor": {"gpu": {"enabled": False}}}, "neither"),
         ({"vllmExample": {"eagleEye": {"install": "conda"}}}, "install"),
         ({"diagnosis": {"rules": {"../escape": "x"}}}, "../escape"),
