@@ -43,13 +43,25 @@ class DiagnosisHttpServer:
         host: address to listen on.
         port: port (0 picks a free one; see :attr:`port`).
         health: the ``/healthz`` document (must be cheap and thread-safe).
+        client_timeout: seconds a client may stay silent before its connection is closed; each connection holds
+            a thread, so without it a client that connects and sends nothing would hold one for good.
 
     Raises:
         OSError: the address cannot be bound.
     """
 
-    def __init__(self, board: FindingBoard, *, host: str, port: int, health: Callable[[], Mapping[str, Any]]) -> None:
-        handler = type("_Handler", (_Handler,), {"board": board, "health": staticmethod(health)})
+    def __init__(
+        self,
+        board: FindingBoard,
+        *,
+        host: str,
+        port: int,
+        health: Callable[[], Mapping[str, Any]],
+        client_timeout: float = 10.0,
+    ) -> None:
+        handler = type(
+            "_Handler", (_Handler,), {"board": board, "health": staticmethod(health), "timeout": client_timeout}
+        )
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="eagle-eye-diagnosis-http", daemon=True)
