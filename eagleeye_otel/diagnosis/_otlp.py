@@ -154,7 +154,9 @@ def _split(
 
 
 def _settle(node: NodeView) -> None:
-    """After an update: each device's state from its ``hw.status``, and whether it answered at all."""
+    """After an update: each device's state from its ``hw.status``, whether it answered at all, and the events'
+    dates."""
+    node.date_events()
     seq = node.seq
     for device in node.devices.values():
         if device.seq != seq:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -23,9 +22,11 @@ from eagleeye_otel.diagnosis._conditions import (
     device_placeholders,
 )
 from eagleeye_otel.diagnosis._finding import Severity
-from eagleeye_otel.diagnosis._spec import BudgetSpec, LimitSpec, RateSpec, SignalSpec, StateSpec, ThresholdSpec
+from eagleeye_otel.diagnosis._rules_limits import Limit
+from eagleeye_otel.diagnosis._spec import RateSpec, SignalSpec, StateSpec, ThresholdSpec
 from eagleeye_otel.diagnosis._telemetry import DeviceView, NodeView
 from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.semconv import _hardware as hw
 
 __all__ = [
     "UNKNOWN",
@@ -51,6 +52,8 @@ UNKNOWN: Final = object()
 
 _ID = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _DEFAULT_CLEAR: Final = 3
+_NODE_METRICS: Final = frozenset(m.name for m in hw.HARDWARE_METRICS if m.sources == (hw.NODE,))
+"""Metrics of the node itself (kernel-log counts, the monitor's sources): a rule on one judges the node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +127,17 @@ class Rule:
 
 
 class DeviceRule(Rule):
-    """A rule judged device by device, on the devices of the node's latest update it applies to."""
+    """A rule judged device by device, on the devices of the node's latest update it applies to; a threshold on a
+    node-level metric judges the node itself (its findings have no device, and it takes no ``when``)."""
+
+    node_level = False
 
     def evaluate(self, node: NodeView, now: float, hits: list[Hit], memory: Memory) -> Scope:
+        if self.node_level:
+            found = self.check_node(node)
+            if isinstance(found, Hit):
+                hits.append(found)
+            return set() if found is UNKNOWN else {None}
         scope: set[str | None] = set()
         seq = node.seq
         for device in node.devices.values():
@@ -144,48 +155,9 @@ class DeviceRule(Rule):
         """A :class:`Hit`, None (clear) or :data:`UNKNOWN`."""
         raise NotImplementedError
 
-
-class _Limit:
-    """A constant, another series of the device (``value * factor + offset``), or a budget table."""
-
-    def __init__(self, spec: float | LimitSpec | BudgetSpec, where: str) -> None:
-        self._constant = 0.0
-        self._series: Selector | None = None
-        self._times: Selector | None = None
-        self._factor, self._offset = 1.0, 0.0
-        self._table: Mapping[int, float] | None = None
-        self._round: Callable[[float], float] = float
-        if isinstance(spec, LimitSpec):
-            self._series = Selector(spec.metric, spec.attributes, where)
-            self._factor, self._offset = spec.factor, spec.offset
-        elif isinstance(spec, BudgetSpec):
-            if not spec.table:
-                raise ConfigError(f"{where}.table", spec.table, "the budget table is empty")
-            self._series = selector(spec.lookup, f"{where}.lookup")
-            self._times = None if spec.times is None else selector(spec.times, f"{where}.times")
-            self._table = spec.table
-            self._round = {"ceil": math.ceil, "floor": math.floor}.get(spec.round, float)
-        else:
-            self._constant = float(spec)
-        self.source = None if self._series is None else str(self._series)
-
-    def value(self, node: NodeView, device: DeviceView) -> float | None:
-        if self._series is None:
-            return self._constant
-        read = self._series.total(node, device)
-        if read is None:
-            return None
-        if self._table is None:
-            return read * self._factor + self._offset
-        entry = self._table.get(int(read))
-        if entry is None:
-            return None
-        times = 1.0 if self._times is None else self._times.total(node, device)
-        return None if times is None else float(self._round(entry * times))
-
-    def base(self, node: NodeView, device: DeviceView) -> float | None:
-        """The limit series' own value, before ``factor`` and ``offset`` (the slowdown threshold itself)."""
-        return self._constant if self._series is None else self._series.total(node, device)
+    def check_node(self, node: NodeView) -> object:
+        """As :meth:`check`, for the node itself."""
+        raise NotImplementedError
 
 
 class ThresholdRule(DeviceRule):
@@ -200,15 +172,24 @@ class ThresholdRule(DeviceRule):
         self.signal = selector(spec.signal, f"{where}.signal")
         self.op = spec.op
         self.compare = OPERATORS[spec.op]
-        self.limit = _Limit(spec.limit, f"{where}.limit")
+        self.limit = Limit(spec.limit, f"{where}.limit")
         self.also = tuple(
-            (selector(c.signal, f"{where}.and[{i}].signal"), c.op, _Limit(c.limit, f"{where}.and[{i}].limit"))
+            (selector(c.signal, f"{where}.and[{i}].signal"), c.op, Limit(c.limit, f"{where}.and[{i}].limit"))
             for i, c in enumerate(spec.also)
         )
         self.conclusion = self.template(spec.conclusion, "conclusion")
         self.action = self.template(spec.action, "action")
+        self.node_level = self.signal.metric in _NODE_METRICS
+        if self.node_level and self.when.constrained:
+            raise ConfigError(f"{where}.when", spec.signal.metric, "a rule on a node-level metric takes no when")
 
     def check(self, node: NodeView, device: DeviceView) -> object:
+        return self._check(node, device)
+
+    def check_node(self, node: NodeView) -> object:
+        return self._check(node, None)
+
+    def _check(self, node: NodeView, device: DeviceView | None) -> object:
         value = self.signal.total(node, device)
         limit = None if value is None else self.limit.value(node, device)
         if value is None or limit is None:
@@ -229,8 +210,11 @@ class ThresholdRule(DeviceRule):
             if not OPERATORS[op](also_value, bound):
                 return None
             evidence[str(signal)] = also_value
+        device_id = None if device is None else device.id
+        if device is None:  # what the node-level series says beside the value (error.type: why a source is down)
+            evidence["attributes"] = {k: v for s in self.signal.series(node, None) for k, v in s.attributes.items()}
         values = {
-            **device_placeholders(node, device, device.id),
+            **device_placeholders(node, device, device_id),
             "value": value,
             "limit": limit,
             "base": base,
@@ -238,7 +222,7 @@ class ThresholdRule(DeviceRule):
             "ratio": value / limit if limit else math.inf,
         }
         return Hit(
-            device.id, self.id, self.severity, self.conclusion.render(values), self.action.render(values), evidence
+            device_id, self.id, self.severity, self.conclusion.render(values), self.action.render(values), evidence
         )
 
 
@@ -258,7 +242,7 @@ class RateRule(DeviceRule):
         self.per = {"window": 0.0, "second": 1.0, "minute": 60.0}[spec.per]
         self.op = spec.op
         self.compare = OPERATORS[spec.op]
-        self.limit = _Limit(spec.limit, f"{where}.limit")
+        self.limit = Limit(spec.limit, f"{where}.limit")
         self.conclusion = self.template(spec.conclusion, "conclusion")
         self.action = self.template(spec.action, "action")
         self.history_metrics = frozenset({self.signal.metric})

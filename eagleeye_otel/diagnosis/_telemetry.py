@@ -4,7 +4,13 @@ Fed by OTLP metric exports (:mod:`._otlp`: the hardware monitor's, or any produc
 kernel-log events and, through :mod:`._snapshot`, by ``hardware-monitor --once`` documents. A series is *current*
 when the node's latest update carried it: a GPU that stops answering still reports ``hw.status`` but no temperature,
 and a rule on its temperature then has nothing to judge rather than an old value. Counters of events (NVML Xids,
-kernel-log events) become event records: the count grew, so that many events happened. Memory is bounded: nodes,
+kernel-log events) become event records: the count grew, so that many events happened, at the time the monitor's
+``last_event_time`` gauge beside the counter says (else the export's). That date is what lets a diagnosis restarted
+while the monitor kept running re-derive event findings from live telemetry alone: a counter seen for the first time
+holds events from before the restart, and its gauge tells a 10-second-old Xid 79 (still held, so its finding is
+published again at once) from a week-old one (long expired, so no stale finding reappears). The monitor stamps an
+event when it reads it, so both diagnoses, the one that saw the count grow and the restarted one, agree within one
+collection period; no state survives the diagnosis, and none needs to. Memory is bounded: nodes,
 devices per node, series per device and event keys per node are capped and what does not fit is counted in
 ``dropped``.
 """
@@ -40,6 +46,8 @@ SeriesKey = tuple[tuple[str, str], ...]
 NVML_XID: Final = "nvml_xid"
 """Event kind of the Xids NVML reported (``eagleeye.hw.gpu.xid``); kernel-log kinds are :class:`KernelEventKind`."""
 
+_LOG_TIME: Final = hw.EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME
+_XID_TIME: Final = hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME
 _ANNOUNCE = re.compile(r"NVRM: GPU at PCI:(?P<pci>[0-9a-fA-F:.]{4,20}): (?P<uuid>GPU-[0-9a-fA-F-]{8,64})")
 
 
@@ -159,6 +167,9 @@ class NodeView:
     gpu_uuids: dict[str, str] = field(default_factory=dict)
     """PCI bus id to GPU UUID, from the driver's ``NVRM: GPU at PCI:... GPU-...`` lines."""
     dirty: bool = True
+    undated: list[tuple[tuple[str, str, str | None], str | None, SeriesKey, bool]] = field(default_factory=list)
+    """Event records counted in the update being ingested, to date once the whole update is in (:meth:`date_events`):
+    record key, device id (NVML Xids) or None (kernel log), counter series key, whether the record is new."""
     series_count: int = 0
     """Node-level series (those of no device), capped like a device's."""
 
@@ -169,6 +180,24 @@ class NodeView:
             return ()
         seq = self.seq
         return [series for series in by_key.values() if series.seq == seq]
+
+    def date_events(self) -> None:
+        """Date the records counted in this update by the monitor's ``last_event_time`` gauges, where it sent them.
+
+        A record seen for the first time takes the gauge as its first and last sighting; one that grew, as its last.
+        """
+        undated, self.undated = self.undated, []
+        for key, device_id, series_key, new in undated:
+            record = self.events.get(key)
+            device = None if device_id is None else self.devices.get(device_id)
+            owner = self.series if device_id is None else None if device is None else device.series
+            metric = _LOG_TIME if device_id is None else _XID_TIME
+            gauge = None if owner is None else owner.get(metric, {}).get(series_key)
+            if record is None or gauge is None or gauge.seq != self.seq or not 0 < gauge.value <= record.last_seen:
+                continue  # no stamp (an older monitor, another producer), or one from the future: keep the export's
+            record.last_seen = gauge.value
+            if new:
+                record.first_seen = gauge.value
 
     def device_of(self, event: EventRecord) -> str | None:
         """The id of the device an event is about: the ``hw.id`` of the GPU at its PCI address, or of the NPU
@@ -310,10 +339,10 @@ class Telemetry:
             return
         attributes = series.attributes
         if device_id is not None:
-            code = attributes.get(hw.EAGLEEYE_HW_GPU_XID_CODE, "")
-            self.record_event(node, NVML_XID, code, device_id, count=int(grown), now=time, message=None)
+            key: tuple[str, str, str | None] = (NVML_XID, attributes.get(hw.EAGLEEYE_HW_GPU_XID_CODE, ""), device_id)
         else:
             kind = attributes.get(hw.EAGLEEYE_KERNEL_LOG_KIND, "")
-            code = attributes.get(hw.EAGLEEYE_KERNEL_LOG_CODE, "")
-            ref = attributes.get(hw.EAGLEEYE_KERNEL_LOG_DEVICE)
-            self.record_event(node, kind, code, ref, count=int(grown), now=time, message=None)
+            key = (kind, attributes.get(hw.EAGLEEYE_KERNEL_LOG_CODE, ""), attributes.get(hw.EAGLEEYE_KERNEL_LOG_DEVICE))
+        new = key not in node.events
+        if self.record_event(node, *key, count=int(grown), now=time, message=None):
+            node.undated.append((key, device_id, tuple(sorted(attributes.items())), new))

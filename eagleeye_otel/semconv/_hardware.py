@@ -50,6 +50,12 @@ EAGLEEYE_KERNEL_LOG_CODE: Final = "eagleeye.hw.kernel_log.code"
 EAGLEEYE_KERNEL_LOG_DEVICE: Final = "eagleeye.hw.kernel_log.device"
 EAGLEEYE_KERNEL_LOG_REASON: Final = "eagleeye.hw.kernel_log.reason"
 """Why records were not counted as events: ``malformed``, ``overflow`` or ``lost``."""
+EAGLEEYE_HW_READ_STATE: Final = "eagleeye.hw.read.state"
+"""How the driver answered a device this sweep: one of :data:`READ_STATES`."""
+EAGLEEYE_HW_SOURCE: Final = "eagleeye.hw.source"
+"""A source of the monitor: one of :data:`SOURCES`."""
+EAGLEEYE_HW_SOURCE_STATE: Final = "eagleeye.hw.source.state"
+"""How a source is doing: one of :data:`SOURCE_STATES`."""
 EAGLEEYE_NODE_NAME: Final = "eagleeye.node.name"
 """Resource attribute: the node a hardware monitor runs on, the ``<node>`` of its NATS subject."""
 
@@ -76,6 +82,36 @@ NODE: Final = "node"
 
 HW_STATES: Final = ("ok", "degraded", "failed", "predicted_failure")
 """The ``hw.state`` values reported for accelerators, each a series that is 1 for the current state, else 0."""
+
+READ_STATES: Final = ("ok", "lost", "reset_required", "error", "hung")
+"""``eagleeye.hw.read.state`` values, each a series that is 1 for how the device answered this sweep, else 0.
+
+``lost``: fell off the bus, or absent; ``reset_required``: usable only after a reset; ``error``: the driver refused
+the whole device; ``hung``: a driver call for it did not return within the deadline (it is not asked again until
+that call returns, so a wedged device costs the monitor one parked thread).
+"""
+
+SOURCES: Final = ("nvml", "dcmi", "kernel_log")
+"""The monitor's sources, as ``eagleeye.hw.source`` names them."""
+SOURCE_STATES: Final = ("ok", "absent", "unavailable", "failed", "hung")
+"""``eagleeye.hw.source.state`` values, each a series that is 1 for the source's current state, else 0.
+
+``ok``: open and read this sweep; ``absent``: not on this node (no library and no such device on the PCI bus, or
+turned off); ``unavailable``: could not be opened though the node seems to have it (the library does not load or
+initialise, the driver is not loaded, or its devices are on the PCI bus without a library); ``failed``: open, but
+this sweep's read failed; ``hung``: open, but listing its devices did not return within the deadline.
+"""
+SOURCE_CAUSES: Final = (
+    "binding_missing",
+    "library_not_found",
+    "library_not_loadable",
+    "driver_not_loaded",
+    "init_failed",
+    "no_device",
+    "not_readable",
+    "off",
+)
+"""``error.type`` of a source that did not open: why, in one word (the monitor's log and ``--once`` say more)."""
 
 SENSOR_DIE: Final = "die"
 SENSOR_MEMORY: Final = "memory"
@@ -131,6 +167,9 @@ EAGLEEYE_HW_GPU_PCIE_LINK_WIDTH: Final = "eagleeye.hw.gpu.pcie.link.width"
 EAGLEEYE_HW_GPU_PCIE_THROUGHPUT: Final = "eagleeye.hw.gpu.pcie.throughput"
 EAGLEEYE_HW_GPU_RECOVERY_ACTION: Final = "eagleeye.hw.gpu.recovery_action"
 EAGLEEYE_HW_GPU_XID: Final = "eagleeye.hw.gpu.xid"
+EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME: Final = "eagleeye.hw.gpu.xid.last_event_time"
+EAGLEEYE_HW_READ_STATUS: Final = "eagleeye.hw.read.status"
+EAGLEEYE_HW_SOURCE_STATUS: Final = "eagleeye.hw.source.status"
 EAGLEEYE_HW_NPU_HEALTH: Final = "eagleeye.hw.npu.health"
 EAGLEEYE_HW_NPU_ERROR_CODE_ACTIVE: Final = "eagleeye.hw.npu.error_code.active"
 EAGLEEYE_HW_NPU_UTILIZATION: Final = "eagleeye.hw.npu.utilization"
@@ -138,6 +177,7 @@ EAGLEEYE_HW_NPU_MEMORY_USAGE: Final = "eagleeye.hw.npu.memory.usage"
 EAGLEEYE_HW_NPU_MEMORY_LIMIT: Final = "eagleeye.hw.npu.memory.limit"
 EAGLEEYE_KERNEL_LOG_EVENTS: Final = "eagleeye.hw.kernel_log.events"
 EAGLEEYE_KERNEL_LOG_UNCOUNTED: Final = "eagleeye.hw.kernel_log.uncounted"
+EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME: Final = "eagleeye.hw.kernel_log.last_event_time"
 
 
 class HwInstrument(enum.Enum):
@@ -176,6 +216,15 @@ HARDWARE_METRICS: Final[tuple[HardwareMetric, ...]] = (
         "1",
         "1 for the device's current state, 0 for the others; carries the device's description.",
         (HW_STATE,),
+        _BOTH,
+    ),
+    HardwareMetric(
+        EAGLEEYE_HW_READ_STATUS,
+        _U,
+        "1",
+        "1 for how the driver answered the device this sweep, 0 for the others: ok, lost, reset_required, error, "
+        "hung (a call did not return within the deadline).",
+        (EAGLEEYE_HW_READ_STATE,),
         _BOTH,
     ),
     HardwareMetric(
@@ -267,6 +316,13 @@ HARDWARE_METRICS: Final[tuple[HardwareMetric, ...]] = (
         "Xid events NVML reported since the monitor started, by Xid.",
         (EAGLEEYE_HW_GPU_XID_CODE,),
     ),
+    HardwareMetric(
+        EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME,
+        _G,
+        "s",
+        "Unix time the monitor received the last of those Xid events, by Xid (lets a restarted diagnosis date them).",
+        (EAGLEEYE_HW_GPU_XID_CODE,),
+    ),
     HardwareMetric(EAGLEEYE_HW_NPU_HEALTH, _G, "1", "DCMI health: 0 ok, 1 minor, 2 major, 3 critical alarm.", (), _NPU),
     HardwareMetric(
         EAGLEEYE_HW_NPU_ERROR_CODE_ACTIVE,
@@ -298,12 +354,29 @@ HARDWARE_METRICS: Final[tuple[HardwareMetric, ...]] = (
         _NODE,
     ),
     HardwareMetric(
+        EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME,
+        _G,
+        "s",
+        "Unix time the monitor read the last of those events (lets a restarted diagnosis date them).",
+        (EAGLEEYE_KERNEL_LOG_KIND, EAGLEEYE_KERNEL_LOG_CODE, EAGLEEYE_KERNEL_LOG_DEVICE),
+        _NODE,
+    ),
+    HardwareMetric(
         EAGLEEYE_KERNEL_LOG_UNCOUNTED,
         _C,
         "{record}",
         "Kernel-log records not in the events: malformed (a hardware line that could not be parsed), overflow "
         "(an event past the reader's bound on keys), lost (overwritten in the ring buffer before it was read).",
         (EAGLEEYE_KERNEL_LOG_REASON,),
+        _NODE,
+    ),
+    HardwareMetric(
+        EAGLEEYE_HW_SOURCE_STATUS,
+        _U,
+        "1",
+        "1 for each source's current state, 0 for the others: ok, absent, unavailable, failed, hung; error.type "
+        "says why a source did not open.",
+        (EAGLEEYE_HW_SOURCE, EAGLEEYE_HW_SOURCE_STATE, ERROR_TYPE),
         _NODE,
     ),
 )

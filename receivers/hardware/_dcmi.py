@@ -3,11 +3,14 @@
 Chips are addressed as (card id, device id) and identified as ``npu-<card>-<device>``. DCMI's units become SI here:
 0.1 W to watts, MB to bytes, MHz to hertz, percent to fractions. A call that fails for one chip leaves that field
 ``None`` and the other chips are still read; a call the chip does not support is not asked again. DCMI rate-limits
-heavy concurrent querying, so sweeps run one at a time.
+heavy concurrent querying, so sweeps run one at a time, and chips are read one after the other on one worker thread.
+Each chip (and the card list) is read under a deadline (:mod:`._deadline`): a chip whose call hangs is reported
+``hung`` and skipped until that call returns; a card list that hangs reports every known chip ``hung``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -15,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from eagleeye_otel.errors import HardwareUnavailable
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.receivers.hardware._dcmi_binding import (
     DCMI_ERR_CODE_DEVICE_NOT_EXIST,
@@ -27,7 +29,9 @@ from eagleeye_otel.receivers.hardware._dcmi_binding import (
     DcmiCallError,
     DcmiLibrary,
 )
+from eagleeye_otel.receivers.hardware._deadline import DEFAULT_CALL_DEADLINE_S, CallTimedOut, DeadlineCaller
 from eagleeye_otel.receivers.hardware._model import DeviceIdentity, DeviceStatus, NpuReading
+from eagleeye_otel.receivers.hardware._status import SourceUnavailable
 
 __all__ = ["DcmiSource"]
 
@@ -38,6 +42,11 @@ _VERSION_INFO = Path("usr/local/Ascend/driver/version.info")
 
 _MIB = 1024 * 1024
 _T = TypeVar("_T")
+_OPEN_DEADLINE_S = 10.0
+"""How long opening may take (``dcmi_init`` on a full node is slow); past it the monitor starts without DCMI."""
+_CARDS = "card list"
+"""The deadline key of listing the cards and their chips."""
+_Listing = tuple[set[tuple[int, int]], dict[tuple[int, int], str]]
 
 
 @dataclass
@@ -80,17 +89,29 @@ class DcmiSource:
     Args:
         library: an initialised DCMI binding (``dcmi_init`` already called).
         driver_version: the NPU driver version to put in every chip's identity.
+        call_deadline_s: how long one chip's reads (or the card list) may take before it is reported ``hung``.
     """
 
-    def __init__(self, library: DcmiLibrary, *, driver_version: str | None = None) -> None:
+    def __init__(
+        self,
+        library: DcmiLibrary,
+        *,
+        driver_version: str | None = None,
+        call_deadline_s: float = DEFAULT_CALL_DEADLINE_S,
+    ) -> None:
         self._library = library
         self._driver_version = driver_version
         self._chips: dict[tuple[int, int], _Chip] = {}
         self._lock = threading.Lock()
         self._warnings = LogLimiter(_logger)
+        self._caller = DeadlineCaller("DCMI", deadline_s=call_deadline_s)
+        self.listing_hung: str | None = None
+        """Why the card list is stuck, while it is; None otherwise."""
 
     @classmethod
-    def open(cls, library_path: str | None = None, *, root_path: str = "/") -> DcmiSource:
+    def open(
+        cls, library_path: str | None = None, *, root_path: str = "/", call_deadline_s: float = DEFAULT_CALL_DEADLINE_S
+    ) -> DcmiSource:
         """Load libdcmi.so, call ``dcmi_init``, check that a card is listed and read the driver version.
 
         This is the probe before registering: a node without a usable NPU gets an exception, not a silent source.
@@ -98,24 +119,21 @@ class DcmiSource:
         Args:
             library_path: a configured libdcmi.so; None searches the loader's path, then the Ascend install dirs.
             root_path: where the host's filesystem is mounted, for the driver's ``version.info`` fallback.
+            call_deadline_s: see the class.
 
         Raises:
             HardwareUnavailable: the library cannot be loaded (the message names every path tried), will not
-                initialise, or lists no NPU card.
+                initialise (or not within 10 s), or lists no NPU card.
         """
         library = DcmiLibrary.load(library_path)
+        opener = DeadlineCaller("DCMI", deadline_s=_OPEN_DEADLINE_S)
         try:
-            library.init()
-            cards = library.card_list()
-        except DcmiCallError as exc:
-            raise HardwareUnavailable(f"DCMI: {exc}") from exc
-        if not cards:
-            raise HardwareUnavailable("DCMI reports no NPU card on this node")
-        try:
-            driver_version: str | None = library.driver_version()
-        except DcmiCallError:
-            driver_version = _read_version_info(root_path)
-        return cls(library, driver_version=driver_version)
+            driver_version = opener.call("open", functools.partial(_probe, library, root_path))
+        except CallTimedOut as hung:
+            raise SourceUnavailable(f"DCMI: {hung}", cause="init_failed") from hung
+        finally:
+            opener.close()
+        return cls(library, driver_version=driver_version, call_deadline_s=call_deadline_s)
 
     def sweep(self) -> tuple[NpuReading, ...]:
         """Read every chip once; never raises.
@@ -132,8 +150,27 @@ class DcmiSource:
                 return ()
 
     def _sweep(self) -> tuple[NpuReading, ...]:
+        try:
+            listed, unreadable = self._caller.call(_CARDS, self._list)
+        except CallTimedOut as hung:
+            self.listing_hung = f"listing the chips: {hung}"
+            return tuple(
+                self._reading(self._chips[key], DeviceStatus.HUNG, self.listing_hung) for key in sorted(self._chips)
+            )
+        self.listing_hung = None
+        readings = [self._read_in_time(self._chips.setdefault(key, _Chip(*key))) for key in sorted(listed)]
+        for key, chip in self._chips.items():
+            if key in unreadable:
+                readings.append(self._reading(chip, DeviceStatus.ERROR, unreadable[key]))
+            elif key not in listed:
+                readings.append(self._reading(chip, DeviceStatus.LOST, "no longer listed by DCMI"))
+        return tuple(sorted(readings, key=lambda r: (r.card_id, r.device_id)))
+
+    def _list(self) -> _Listing:
+        """The chips DCMI lists now, and the known chips of cards it cannot enumerate (with why); on the worker."""
         listed: set[tuple[int, int]] = set()
         unreadable: dict[tuple[int, int], str] = {}
+        self._caller.note("dcmi_get_card_list")
         try:
             cards = self._library.card_list()
         except DcmiCallError as exc:
@@ -141,6 +178,7 @@ class DcmiSource:
             cards = ()
             unreadable = dict.fromkeys(self._chips, str(exc))
         for card_id in cards:
+            self._caller.note(f"dcmi_get_device_num_in_card({card_id})")
             try:
                 count = self._library.device_num_in_card(card_id)
             except DcmiCallError as exc:
@@ -148,13 +186,26 @@ class DcmiSource:
                 unreadable.update((key, str(exc)) for key in self._chips if key[0] == card_id)
                 continue
             listed.update((card_id, device_id) for device_id in range(count))
-        readings = [self._read_chip(self._chips.setdefault(key, _Chip(*key))) for key in sorted(listed)]
-        for key, chip in self._chips.items():
-            if key in unreadable:
-                readings.append(self._reading(chip, DeviceStatus.ERROR, unreadable[key]))
-            elif key not in listed:
-                readings.append(self._reading(chip, DeviceStatus.LOST, "no longer listed by DCMI"))
-        return tuple(sorted(readings, key=lambda r: (r.card_id, r.device_id)))
+        return listed, unreadable
+
+    def _read_in_time(self, chip: _Chip) -> NpuReading:
+        """:meth:`_read_chip` on the worker, under the deadline; a chip whose call hangs is reported ``hung``."""
+        try:
+            return self._caller.call((chip.card_id, chip.device_id), functools.partial(self._read_chip, chip))
+        except CallTimedOut as hung:
+            return self._reading(chip, DeviceStatus.HUNG, str(hung))
+
+    @property
+    def stuck(self) -> dict[str, str]:
+        """What is still being read past its deadline (``npu-<card>-<device>`` or the card list), and the call."""
+        return {
+            f"npu-{key[0]}-{key[1]}" if isinstance(key, tuple) else str(key): call
+            for key, call in self._caller.stuck().items()
+        }
+
+    def close(self) -> None:
+        """Let the reader thread go; DCMI itself has nothing to release."""
+        self._caller.close()
 
     def _reading(self, chip: _Chip, status: DeviceStatus, detail: str) -> NpuReading:
         return NpuReading(
@@ -173,6 +224,7 @@ class DcmiSource:
         def read(name: str, call: Callable[[], _T]) -> _T | None:
             if name in chip.unsupported:
                 return None
+            self._caller.note(name)
             try:
                 return call()
             except DcmiCallError as exc:
@@ -228,3 +280,18 @@ class DcmiSource:
             hbm_total_bytes=None if hbm is None else hbm.memory_size_mb * _MIB,
             aicore_frequency_hz=None if frequency is None else frequency * 1e6,
         )
+
+
+def _probe(library: DcmiLibrary, root_path: str) -> str | None:
+    """``dcmi_init``, a card to read, and the driver version (from ``version.info`` if DCMI cannot say)."""
+    try:
+        library.init()
+        cards = library.card_list()
+    except DcmiCallError as exc:
+        raise SourceUnavailable(f"DCMI: {exc}", cause="init_failed") from exc
+    if not cards:
+        raise SourceUnavailable("DCMI reports no NPU card on this node", cause="no_device")
+    try:
+        return library.driver_version()
+    except DcmiCallError:
+        return _read_version_info(root_path)

@@ -13,7 +13,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eagleeye_otel.errors import EagleEyeError, HardwareUnavailable
+from eagleeye_otel.errors import EagleEyeError
+from eagleeye_otel.receivers.hardware._status import SourceUnavailable
 
 __all__ = [
     "DCMI_ERR_CODE_DEVICE_NOT_EXIST",
@@ -154,18 +155,24 @@ def _load(library_path: str | None) -> ctypes.CDLL:
         else (LIBRARY_NAME, *(os.path.join(d, LIBRARY_NAME) for d in LIBRARY_DIRS))
     )
     failures: list[str] = []
+    found = False  # a candidate existed but would not load (a missing dependency, a wrong architecture)
     for candidate in candidates:
         try:
             return ctypes.CDLL(candidate)
         except OSError as exc:
             # Name the reason only when the file was there: a missing dependency, a wrong architecture.
             if "/" in candidate:
+                found = found or os.path.exists(candidate)
                 failures.append(f"{candidate} ({exc})" if os.path.exists(candidate) else candidate)
             elif str(exc).startswith(f"{candidate}: cannot open shared object file"):
                 failures.append(f"{candidate} (LD_LIBRARY_PATH and the ldconfig cache)")
             else:
+                found = True
                 failures.append(f"{candidate} ({exc})")
-    raise HardwareUnavailable(f"DCMI: cannot load {LIBRARY_NAME}; tried {', '.join(failures)}")
+    raise SourceUnavailable(
+        f"DCMI: cannot load {LIBRARY_NAME}; tried {', '.join(failures)}",
+        cause="library_not_loadable" if found else "library_not_found",
+    )
 
 
 class DcmiLibrary:
@@ -185,7 +192,9 @@ class DcmiLibrary:
                 function = getattr(cdll, name)
             except AttributeError:
                 if name in _REQUIRED:
-                    raise HardwareUnavailable(f"DCMI: {cdll._name} has no {name}; is it libdcmi.so?") from None
+                    raise SourceUnavailable(
+                        f"DCMI: {cdll._name} has no {name}; is it libdcmi.so?", cause="library_not_loadable"
+                    ) from None
                 continue
             function.argtypes = argtypes
             function.restype = ctypes.c_int

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -22,7 +20,15 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 from opentelemetry.util.types import AttributeValue
 
 from eagleeye_otel.log_limiter import LogLimiter
-from eagleeye_otel.receivers.hardware._model import DeviceIdentity, DeviceStatus, GpuReading, NpuReading, Sweep
+from eagleeye_otel.receivers.hardware._model import (
+    DeviceIdentity,
+    DeviceStatus,
+    GpuReading,
+    KernelEventKind,
+    NpuReading,
+    Sweep,
+)
+from eagleeye_otel.receivers.hardware._sweep_cache import SweepCache
 from eagleeye_otel.semconv import _hardware as hw
 from eagleeye_otel.version import __version__
 
@@ -38,63 +44,19 @@ _Point = tuple[int | float, _Attributes]
 _Read = Callable[[Any], Iterator[_Point]]
 
 
-class SweepCache:
-    """Takes a sweep when a collection starts and hands it to every callback of that collection.
-
-    A callback asking a second time means a new collection (of this reader or another). It gets a new sweep unless
-    the current one is younger than ``max_age_s``: that one is shared, so two readers collecting within that time
-    cost one sweep. Within one collection every callback sees the same sweep, whatever its age.
-
-    Args:
-        take: reads the hardware; should not raise (a raise is logged and that collection reports nothing).
-        max_age_s: how old a sweep may be and still serve another collection.
-        clock: monotonic seconds, for tests.
-    """
-
-    def __init__(
-        self, take: Callable[[], Sweep], *, max_age_s: float = 0.5, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._take = take
-        self._max_age_s = max_age_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._sweep: Sweep | None = None
-        self._taken_at = 0.0
-        self._served: set[str] = set()
-        self._failures = LogLimiter(_logger)
-        self.sweeps = 0
-        """Sweeps taken so far."""
-
-    def get(self, instrument: str) -> Sweep | None:
-        """The sweep for ``instrument``'s callback in the current collection; None when taking it failed."""
-        with self._lock:
-            now = self._clock()
-            if self.sweeps == 0 or (instrument in self._served and now - self._taken_at >= self._max_age_s):
-                self._served.clear()
-                self._taken_at = now
-                self.sweeps += 1
-                try:
-                    self._sweep = self._take()
-                except Exception:
-                    self._sweep = None
-                    self._failures.warning("hardware sweep failed; this collection reports nothing", exc_info=True)
-            self._served.add(instrument)
-            return self._sweep
-
-
 def gpu_state(reading: GpuReading) -> str:
     """The ``hw.state`` a GPU reports of itself (the diagnosis service may judge it worse).
 
     ``failed``: lost, reset required, a row remap failed, or NVML asks for a reset or reboot. ``degraded``: the read
-    failed for another reason, or NVML asks to drain peer-to-peer traffic. ``predicted_failure``: a row remap or
-    page retirement awaits a reset. ``ok`` otherwise.
+    failed for another reason or did not return in time, or NVML asks to drain peer-to-peer traffic.
+    ``predicted_failure``: a row remap or page retirement awaits a reset. ``ok`` otherwise.
     """
     if reading.status in (DeviceStatus.LOST, DeviceStatus.RESET_REQUIRED) or reading.remapped_rows_failure:
         return "failed"
     action = reading.recovery_action
     if action is not None and action not in (_RECOVERY_NONE, _RECOVERY_DRAIN_P2P):
         return "failed"
-    if reading.status is DeviceStatus.ERROR or action == _RECOVERY_DRAIN_P2P:
+    if reading.status in (DeviceStatus.ERROR, DeviceStatus.HUNG) or action == _RECOVERY_DRAIN_P2P:
         return "degraded"
     if reading.remapped_rows_pending or reading.retired_pages_pending:
         return "predicted_failure"
@@ -190,9 +152,20 @@ def _gpu_errors(reading: GpuReading) -> Iterator[_Point]:
         yield count, {hw.ERROR_TYPE: f"nvlink_{counter}"}
 
 
+def _read_status(reading: GpuReading | NpuReading) -> Iterator[_Point]:
+    current = reading.status.value
+    for value in hw.READ_STATES:
+        yield int(value == current), {hw.EAGLEEYE_HW_READ_STATE: value}
+
+
 def _xids(reading: GpuReading) -> Iterator[_Point]:
     for code, count in sorted(reading.xid_counts.items()):
         yield count, {hw.EAGLEEYE_HW_GPU_XID_CODE: code}
+
+
+def _xid_times(reading: GpuReading) -> Iterator[_Point]:
+    for code, seen in sorted(reading.xid_last_seen.items()):
+        yield seen, {hw.EAGLEEYE_HW_GPU_XID_CODE: code}
 
 
 def _npu_error_codes(reading: NpuReading) -> Iterator[_Point]:
@@ -205,18 +178,34 @@ def _devices(sweep: Sweep) -> Iterator[_Point]:
     yield len(sweep.npus), {hw.HW_TYPE: hw.HW_TYPE_NPU}
 
 
+def _kernel_log_key(kind: KernelEventKind, code: str, device: str | None) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {hw.EAGLEEYE_KERNEL_LOG_KIND: kind.value, hw.EAGLEEYE_KERNEL_LOG_CODE: code}
+    if device is not None:
+        attributes[hw.EAGLEEYE_KERNEL_LOG_DEVICE] = device
+    return attributes
+
+
 def _kernel_log_events(sweep: Sweep) -> Iterator[_Point]:
     summary = sweep.kernel_log
-    if summary is None:
-        return
-    for (kind, code, device), count in summary.counts.items():
-        attributes: dict[str, AttributeValue] = {
-            hw.EAGLEEYE_KERNEL_LOG_KIND: kind.value,
-            hw.EAGLEEYE_KERNEL_LOG_CODE: code,
-        }
-        if device is not None:
-            attributes[hw.EAGLEEYE_KERNEL_LOG_DEVICE] = device
-        yield count, attributes
+    if summary is not None:
+        for key, count in summary.counts.items():
+            yield count, _kernel_log_key(*key)
+
+
+def _kernel_log_times(sweep: Sweep) -> Iterator[_Point]:
+    summary = sweep.kernel_log
+    if summary is not None:
+        for key, seen in summary.last_seen.items():
+            yield seen, _kernel_log_key(*key)
+
+
+def _sources(sweep: Sweep) -> Iterator[_Point]:
+    for source, status in sweep.sources.items():
+        attributes: dict[str, AttributeValue] = {hw.EAGLEEYE_HW_SOURCE: source}
+        if status.cause is not None:
+            attributes[hw.ERROR_TYPE] = status.cause
+        for value in hw.SOURCE_STATES:
+            yield int(value == status.state.value), {**attributes, hw.EAGLEEYE_HW_SOURCE_STATE: value}
 
 
 def _kernel_log_uncounted(sweep: Sweep) -> Iterator[_Point]:
@@ -230,6 +219,7 @@ _DIE, _MEMORY = {hw.HW_SENSOR_LOCATION: hw.SENSOR_DIE}, {hw.HW_SENSOR_LOCATION: 
 
 _GPU: Mapping[str, _Read] = {
     hw.HW_STATUS: _states(gpu_state),
+    hw.EAGLEEYE_HW_READ_STATUS: _read_status,
     hw.HW_GPU_UTILIZATION: _fields(("utilization", {hw.HW_GPU_TASK: "general"})),
     hw.HW_GPU_MEMORY_UTILIZATION: _gpu_memory_utilization,
     hw.HW_GPU_MEMORY_USAGE: _field("memory_used_bytes"),
@@ -272,11 +262,13 @@ _GPU: Mapping[str, _Read] = {
     ),
     hw.EAGLEEYE_HW_GPU_RECOVERY_ACTION: _field("recovery_action"),
     hw.EAGLEEYE_HW_GPU_XID: _xids,
+    hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME: _xid_times,
 }
 """How each metric reads a GPU."""
 
 _NPU: Mapping[str, _Read] = {
     hw.HW_STATUS: _states(npu_state),
+    hw.EAGLEEYE_HW_READ_STATUS: _read_status,
     hw.HW_TEMPERATURE: _fields(("temperature_c", _DIE)),
     hw.HW_POWER: _field("power_w"),
     hw.EAGLEEYE_HW_CLOCK_FREQUENCY: _fields(("aicore_frequency_hz", {hw.EAGLEEYE_HW_CLOCK_DOMAIN: "aicore"})),
@@ -296,11 +288,15 @@ _NODE: Mapping[str, Callable[[Sweep], Iterator[_Point]]] = {
     hw.EAGLEEYE_HW_DEVICES: _devices,
     hw.EAGLEEYE_KERNEL_LOG_EVENTS: _kernel_log_events,
     hw.EAGLEEYE_KERNEL_LOG_UNCOUNTED: _kernel_log_uncounted,
+    hw.EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME: _kernel_log_times,
+    hw.EAGLEEYE_HW_SOURCE_STATUS: _sources,
 }
 """How each node-level metric reads a sweep."""
 
-_WHEN_UNREADABLE = frozenset({hw.HW_STATUS, hw.EAGLEEYE_HW_GPU_XID})
-"""What a device that did not answer still reports: its state, and the Xid events NVML sent about it."""
+_WHEN_UNREADABLE = frozenset(
+    {hw.HW_STATUS, hw.EAGLEEYE_HW_READ_STATUS, hw.EAGLEEYE_HW_GPU_XID, hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME}
+)
+"""What a device that did not answer still reports: its state, how it answered, and the Xid events NVML sent."""
 
 
 class _Callback:

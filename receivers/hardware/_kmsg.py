@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -63,6 +64,7 @@ class KernelLogReader:
         self._lock = threading.Lock()
         self._counts: dict[_Key, int] = {}
         self._last_messages: dict[_Key, str] = {}
+        self._last_seen: dict[_Key, float] = {}
         self._malformed = self._lines = self._overflow = 0
         self._errors = LogLimiter(_logger)
         self._malformed_log = LogLimiter(_logger)
@@ -101,6 +103,7 @@ class KernelLogReader:
         if len(message) > self._max_message_chars:
             message = message[: self._max_message_chars - 1] + "\u2026"
         self._last_messages[key] = message
+        self._last_seen[key] = time.time()  # when read: a since-boot stamp may come from another boot (a file)
         return 1
 
     def summary(self) -> KernelLogSummary:
@@ -113,6 +116,7 @@ class KernelLogReader:
                 lines=self._lines,
                 overflow=self._overflow,
                 lost=self.source.lost,
+                last_seen=dict(self._last_seen),
             )
 
     def close(self) -> None:

@@ -19,6 +19,8 @@ __all__ = [
     "KernelEventKind",
     "KernelLogSummary",
     "NpuReading",
+    "SourceState",
+    "SourceStatus",
     "Sweep",
 ]
 
@@ -33,6 +35,8 @@ class DeviceStatus(str, Enum):
     """NVML ``RESET_REQUIRED``: usable again only after a GPU reset."""
     ERROR = "error"
     """Some other failure for the whole device this sweep; ``detail`` says which."""
+    HUNG = "hung"
+    """A driver call for the device did not return within the deadline; not asked again until it returns."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class GpuReading:
     nvlink_errors: dict[str, int] | None = None  # totals by counter: "crc_flit", "crc_data", "replay", "recovery"
     recovery_action: int | None = None  # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: 0 none, 1 reset, 2 reboot, ...
     xid_counts: dict[int, int] = field(default_factory=dict)  # Xid events seen through NVML since start
+    xid_last_seen: dict[int, float] = field(default_factory=dict)  # Unix time of the last event of each Xid
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,31 @@ class KernelLogSummary:
     lines: int
     overflow: int = 0  # events not keyed because the reader already held its maximum number of keys
     lost: int = 0  # kmsg records overwritten in the ring buffer before they were read
+    last_seen: dict[tuple[KernelEventKind, str, str | None], float] = field(default_factory=dict)
+    """Unix time the reader counted the last event of each key: what dates the counts for a restarted diagnosis."""
+
+
+class SourceState(str, Enum):
+    """How one of the monitor's sources is doing (the ``eagleeye.hw.source.state`` values)."""
+
+    OK = "ok"
+    ABSENT = "absent"
+    """Not on this node: no library and no such device on the PCI bus, or turned off."""
+    UNAVAILABLE = "unavailable"
+    """The node seems to have it, but it did not open: the library fails to load or initialise, say."""
+    FAILED = "failed"
+    """Open, but this sweep's read failed."""
+    HUNG = "hung"
+    """Open, but listing its devices did not return within the deadline."""
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """One source in one sweep: its state and, for one that did not open, why (a cause word and the note)."""
+
+    state: SourceState
+    cause: str | None = None  # one of semconv SOURCE_CAUSES
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,3 +188,4 @@ class Sweep:
     npus: tuple[NpuReading, ...] = ()
     kernel_log: KernelLogSummary | None = None
     notes: tuple[str, ...] = ()  # e.g. "NVML: libnvidia-ml.so.1 not found"
+    sources: dict[str, SourceStatus] = field(default_factory=dict)  # by semconv SOURCES name

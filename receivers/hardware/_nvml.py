@@ -4,19 +4,23 @@
 The calls of a sweep and their unit conversions are in ``_nvml_readers``; readings leave in SI units. A function a
 device answers with ``NOT_SUPPORTED`` or ``NO_PERMISSION`` is remembered and never called on that device again;
 ``GPU_IS_LOST``, ``RESET_REQUIRED`` and repeated ``UNKNOWN`` become the device's status, never an exception, and
-the other GPUs keep being read.
+the other GPUs keep being read. Each GPU is read under a deadline (:mod:`._deadline`): one whose driver call hangs is
+reported ``hung`` and skipped until the call returns, while the others are read on time.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from eagleeye_otel.errors import HardwareUnavailable
 from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.receivers.hardware._deadline import DEFAULT_CALL_DEADLINE_S, CallTimedOut, DeadlineCaller
 from eagleeye_otel.receivers.hardware._model import DeviceIdentity, DeviceStatus, GpuReading
 from eagleeye_otel.receivers.hardware._nvml_readers import (
     CAPABILITY_CODES,
@@ -28,6 +32,7 @@ from eagleeye_otel.receivers.hardware._nvml_readers import (
     Reader,
 )
 from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
+from eagleeye_otel.receivers.hardware._status import SourceUnavailable
 
 __all__ = ["NvmlSource", "XidCounts"]
 
@@ -46,17 +51,24 @@ class XidCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, dict[int, int]] = {}
+        self._last_seen: dict[str, dict[int, float]] = {}
 
     def add(self, device_id: str, xid: int) -> None:
-        """Count one Xid event of ``device_id``."""
+        """Count one Xid event of ``device_id``, received now."""
         with self._lock:
             per_device = self._counts.setdefault(device_id, {})
             per_device[xid] = per_device.get(xid, 0) + 1
+            self._last_seen.setdefault(device_id, {})[xid] = time.time()
 
     def snapshot(self, device_id: str) -> dict[int, int]:
         """A copy of the counts of ``device_id`` by Xid number."""
         with self._lock:
             return dict(self._counts.get(device_id, {}))
+
+    def last_seen(self, device_id: str) -> dict[int, float]:
+        """A copy of when the last event of each Xid of ``device_id`` came (Unix seconds)."""
+        with self._lock:
+            return dict(self._last_seen.get(device_id, {}))
 
 
 class _DeviceDown(Exception):
@@ -73,7 +85,9 @@ def _import_pynvml() -> Any:
     try:
         import pynvml  # type: ignore[import-untyped]  # noqa: PLC0415 (optional extra, imported on open)
     except ImportError as error:
-        raise HardwareUnavailable(f"pynvml is not installed (pip install 'eagle-eye[nvidia]'): {error}") from error
+        raise SourceUnavailable(
+            f"pynvml is not installed (pip install 'eagle-eye[nvidia]'): {error}", cause="binding_missing"
+        ) from error
     return pynvml
 
 
@@ -100,9 +114,16 @@ class NvmlSource:
     """
 
     def __init__(
-        self, nvml: Any, devices: list[DeviceState], driver_version: str | None, nvml_version: str | None
+        self,
+        nvml: Any,
+        devices: list[DeviceState],
+        driver_version: str | None,
+        nvml_version: str | None,
+        *,
+        call_deadline_s: float = DEFAULT_CALL_DEADLINE_S,
     ) -> None:
         self._nvml = nvml
+        self._caller = DeadlineCaller("NVML", deadline_s=call_deadline_s)
         self._devices = devices
         self._lock = threading.Lock()
         self._closed = False
@@ -113,7 +134,7 @@ class NvmlSource:
         """Fed by an :class:`~eagleeye_otel.receivers.hardware.NvmlEventWatcher`; read into each sweep."""
 
     @classmethod
-    def open(cls, library_path: str | None = None) -> NvmlSource:
+    def open(cls, library_path: str | None = None, *, call_deadline_s: float = DEFAULT_CALL_DEADLINE_S) -> NvmlSource:
         """Load NVML, initialise it and read each GPU's identity once.
 
         Args:
@@ -121,6 +142,7 @@ class NvmlSource:
                 into a container at an unusual place). It is loaded before ``nvmlInit`` so that pynvml's own
                 ``dlopen("libnvidia-ml.so.1")`` finds it by its soname; pynvml loads NVML once per process, so a
                 path given after an earlier open has no effect.
+            call_deadline_s: how long one GPU's reads may take before it is reported ``hung``.
 
         Returns:
             an open source; :meth:`close` it to release NVML (``nvmlInit`` is reference-counted).
@@ -134,19 +156,25 @@ class NvmlSource:
             try:
                 ctypes.CDLL(library_path, mode=ctypes.RTLD_GLOBAL)
             except OSError as error:
-                raise HardwareUnavailable(f"NVML library {library_path} could not be loaded: {error}") from error
+                raise SourceUnavailable(
+                    f"NVML library {library_path} could not be loaded: {error}", cause="library_not_loadable"
+                ) from error
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as error:
             if error.value == _LIBRARY_NOT_FOUND:
-                raise HardwareUnavailable(f"NVML library not found (tried {tried})") from error
+                raise SourceUnavailable(f"NVML library not found (tried {tried})", cause="library_not_found") from error
             if error.value == _DRIVER_NOT_LOADED:
-                raise HardwareUnavailable(f"NVIDIA driver not loaded (nvmlInit: {error})") from error
-            raise HardwareUnavailable(f"nvmlInit failed with NVML error {error.value}: {error}") from error
+                raise SourceUnavailable(
+                    f"NVIDIA driver not loaded (nvmlInit: {error})", cause="driver_not_loaded"
+                ) from error
+            raise SourceUnavailable(
+                f"nvmlInit failed with NVML error {error.value}: {error}", cause="init_failed"
+            ) from error
         try:
             count = nvml.nvmlDeviceGetCount()
             if count == 0:
-                raise HardwareUnavailable("NVML reports no GPU on this node")
+                raise SourceUnavailable("NVML reports no GPU on this node", cause="no_device")
             source = cls(
                 nvml,
                 [
@@ -157,18 +185,23 @@ class NvmlSource:
                 ],
                 cls._system_string(nvml, "nvmlSystemGetDriverVersion"),
                 cls._system_string(nvml, "nvmlSystemGetNVMLVersion"),
+                call_deadline_s=call_deadline_s,
             )
         except HardwareUnavailable:
             nvml.nvmlShutdown()
             raise
         except nvml.NVMLError as error:
             nvml.nvmlShutdown()
-            raise HardwareUnavailable(f"nvmlDeviceGetCount failed with NVML error {error.value}: {error}") from error
+            raise SourceUnavailable(
+                f"nvmlDeviceGetCount failed with NVML error {error.value}: {error}", cause="init_failed"
+            ) from error
         for device in source._devices:
             try:
-                source._attach(device)
+                source._caller.call(device.index, functools.partial(source._attach, device))
             except _DeviceDown as down:
                 source._set_status(device, down.status, down.detail)
+            except CallTimedOut as hung:
+                source._set_status(device, DeviceStatus.HUNG, str(hung))
         return source
 
     @staticmethod
@@ -186,6 +219,7 @@ class NvmlSource:
             _DeviceDown: the GPU cannot be reached; it keeps a placeholder identity and is tried again next sweep.
         """
         nvml = self._nvml
+        self._caller.note("nvmlDeviceGetHandleByIndex")
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(device.index)
             uuid = str(nvml.nvmlDeviceGetUUID(handle))
@@ -239,7 +273,24 @@ class NvmlSource:
         with self._lock:
             if self._closed:
                 raise RuntimeError("NvmlSource is closed")
-            return tuple(self._read(device) for device in self._devices)
+            return tuple(self._read_in_time(device) for device in self._devices)
+
+    def _read_in_time(self, device: DeviceState) -> GpuReading:
+        """:meth:`_read` on the worker, under the deadline; a GPU whose call hangs is reported ``hung``."""
+        try:
+            return self._caller.call(device.index, functools.partial(self._read, device))
+        except CallTimedOut as hung:
+            self._set_status(device, DeviceStatus.HUNG, str(hung))
+            return GpuReading(
+                identity=device.identity, status=DeviceStatus.HUNG, detail=str(hung), **self._xids(device)
+            )
+
+    def _xids(self, device: DeviceState) -> dict[str, Any]:
+        device_id = device.identity.id
+        return {
+            "xid_counts": self.xid_counts.snapshot(device_id),
+            "xid_last_seen": self.xid_counts.last_seen(device_id),
+        }
 
     def _read(self, device: DeviceState) -> GpuReading:
         values: dict[str, Any] = {}
@@ -255,19 +306,15 @@ class NvmlSource:
             if device.unknown_sweeps >= _UNKNOWN_SWEEPS_LOST:
                 status, detail = DeviceStatus.LOST, f"{detail} ({device.unknown_sweeps} sweeps in a row)"
             self._set_status(device, status, detail)
-            return GpuReading(
-                identity=device.identity,
-                status=status,
-                detail=detail,
-                xid_counts=self.xid_counts.snapshot(device.identity.id),
-            )
+            return GpuReading(identity=device.identity, status=status, detail=detail, **self._xids(device))
         device.unknown_sweeps = 0
         self._set_status(device, DeviceStatus.OK, None)
-        return GpuReading(identity=device.identity, xid_counts=self.xid_counts.snapshot(device.identity.id), **values)
+        return GpuReading(identity=device.identity, **self._xids(device), **values)
 
     def _call(self, device: DeviceState, call: str, reader: Reader) -> dict[str, Any]:
         """One reader: its values, or none when it failed for this value alone."""
         nvml = self._nvml
+        self._caller.note(call)
         try:
             return reader(nvml, device)
         except nvml.NVMLError as error:
@@ -289,12 +336,26 @@ class NvmlSource:
             log("NVML GPU %s: %s -> %s (%s)", device.identity.id, device.status.value, status.value, detail)
             device.status = status
 
+    @property
+    def stuck(self) -> dict[int, str]:
+        """GPUs (by index) whose read is still running past its deadline, and the call each is in."""
+        return {key: call for key, call in self._caller.stuck().items() if isinstance(key, int)}
+
     def close(self) -> None:
-        """Release this source's NVML reference; later calls do nothing."""
+        """Release this source's NVML reference; later calls do nothing.
+
+        While a call is stuck ``nvmlShutdown`` is skipped: it could wait on the same driver lock, and a process that
+        closes its sources is about to exit anyway.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._caller.close()
+            stuck = self._caller.stuck()
+            if stuck:
+                _logger.warning("NVML: not shutting down: reads of GPU %s still have not returned", list(stuck))
+                return
             try:
                 self._nvml.nvmlShutdown()
             except self._nvml.NVMLError as error:

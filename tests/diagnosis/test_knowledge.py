@@ -25,8 +25,11 @@ def test_the_shipped_knowledge_base_loads():
     kb = load_knowledge_base()
     kinds = {rule.kind for rule in kb.rules}
     assert kinds == {"threshold", "rate", "state", "event", "error_code", "anomaly"}
-    assert [path.rsplit("/", 1)[-1] for path in kb.files] == ["anomaly.yaml", "ascend.yaml", "nvidia.yaml", "xid.yaml"]
+    files = [path.rsplit("/", 1)[-1] for path in kb.files]
+    assert files == ["anomaly.yaml", "ascend.yaml", "monitor.yaml", "nvidia.yaml", "xid.yaml"]
     assert kb.longest_window_s == 60
+    node_level = {rule.id for rule in kb.rules if getattr(rule, "node_level", False)}
+    assert node_level == {"nvml_unavailable", "dcmi_unavailable", "dcmi_hung", "kernel_log_unavailable"}
 
 
 def test_every_metric_the_rules_read_is_a_hardware_metric():
@@ -242,3 +245,25 @@ def test_any_text_loads_or_raises_config_error(tmp_path, text):
     site.write_text(text)
     with contextlib.suppress(ConfigError):
         load_knowledge_base([site])
+
+
+def test_a_rule_on_a_node_level_metric_takes_no_when(tmp_path):
+    rules = _file(
+        tmp_path,
+        """
+        version: 1
+        rules:
+          - id: kmsg_down
+            kind: threshold
+            severity: warning
+            when: {type: gpu}
+            signal: {metric: eagleeye.hw.source.status, attributes: {eagleeye.hw.source.state: unavailable}}
+            op: "=="
+            limit: 1
+            conclusion: "{node} is blind."
+            action: Fix it.
+        """,
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_knowledge_base([rules])
+    assert raised.value.setting.endswith(".when")

@@ -8,18 +8,41 @@ from eagleeye_otel.diagnosis import Severity
 from eagleeye_otel.receivers.hardware._model import DeviceStatus
 
 
-@pytest.mark.parametrize("status", [DeviceStatus.LOST, DeviceStatus.RESET_REQUIRED])
-def test_a_gpu_that_stops_answering_is_critical(run, hw, status):
-    """Over OTLP a lost GPU reports hw.status failed and nothing else: lost or waiting for a reset."""
+@pytest.mark.parametrize(
+    ("status", "fault"), [(DeviceStatus.LOST, "gpu_lost"), (DeviceStatus.RESET_REQUIRED, "gpu_reset_required")]
+)
+def test_a_gpu_that_stops_answering_is_critical(run, hw, status, fault):
+    """Over OTLP a lost GPU reports hw.status failed, and eagleeye.hw.read.status says how: lost or reset required."""
     assert run.step(hw.gpu(0), hw.gpu(1)) == set()
     lost = hw.gpu(1, status=status, detail="NVML: GPU is lost")
-    assert run.step(hw.gpu(0), lost) == {"gpu_lost"}
-    finding = run.finding("gpu_lost")
+    assert run.step(hw.gpu(0), lost) == {fault}
+    finding = run.finding(fault)
     assert finding.device == hw.gpu_identity(1).id
     assert finding.severity is Severity.CRITICAL
-    assert finding.evidence == {"value": "unreachable", "property": "status"}
+    assert finding.evidence == {"value": status.value, "property": "status"}
     for _ in range(3):
         faults = run.step(hw.gpu(0), hw.gpu(1))
+    assert faults == set()
+
+
+@pytest.mark.parametrize(("device", "fault"), [("gpu", "gpu_hung"), ("npu", "npu_hung")])
+def test_a_device_whose_driver_call_hangs_is_a_warning_once_it_persists(run, hw, device, fault):
+    """A read that did not return within the deadline: one sweep may be a slow driver, two in a row are a finding."""
+
+    def step(**overrides: object) -> set[str]:
+        if device == "gpu":
+            return run.step(hw.gpu(0, **overrides))
+        return run.step(npus=(hw.npu(0, **overrides),))
+
+    hung = {"status": DeviceStatus.HUNG, "detail": "a driver call has not returned for 0.5 s (deadline 0.5 s)"}
+    assert step() == set()
+    assert step(**hung) == set()
+    assert step(**hung) == {fault}
+    finding = run.finding(fault)
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence == {"value": "hung", "property": "status"}
+    for _ in range(3):
+        faults = step()
     assert faults == set()
 
 

@@ -11,7 +11,7 @@ from opentelemetry.semconv._incubating.metrics import hw_metrics
 
 from eagleeye_otel.semconv import _hardware as hw
 
-_UNIT = re.compile(r"1|By|By/s|Cel|W|J|Hz|\{[a-z]+\}")
+_UNIT = re.compile(r"1|s|By|By/s|Cel|W|J|Hz|\{[a-z]+\}")
 
 # Upstream factories create synchronous instruments where we observe: the matching observable kind.
 _KIND_OF_UPSTREAM = {

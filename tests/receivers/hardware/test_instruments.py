@@ -21,6 +21,8 @@ from eagleeye_otel.receivers.hardware._model import (
     KernelEventKind,
     KernelLogSummary,
     NpuReading,
+    SourceState,
+    SourceStatus,
     Sweep,
 )
 from eagleeye_otel.semconv import _hardware as hw
@@ -97,7 +99,14 @@ SWEEP = Sweep(
     taken_at=1.0,
     gpus=(
         GPU,
-        GpuReading(identity=LOST, status=DeviceStatus.LOST, detail="GPU is lost", power_w=1.0, xid_counts={79: 1}),
+        GpuReading(
+            identity=LOST,
+            status=DeviceStatus.LOST,
+            detail="GPU is lost",
+            power_w=1.0,
+            xid_counts={79: 1},
+            xid_last_seen={79: 1_700_000_079.5},
+        ),
     ),
     npus=(NPU,),
     kernel_log=KernelLogSummary(
@@ -107,7 +116,13 @@ SWEEP = Sweep(
         lines=100,
         overflow=5,
         lost=6,
+        last_seen={XID_79: 1_700_000_079.0, SXID: 1_700_000_034.0},
     ),
+    sources={
+        "nvml": SourceStatus(SourceState.OK),
+        "dcmi": SourceStatus(SourceState.HUNG, None, "listing the chips: dcmi_get_card_list has not returned"),
+        "kernel_log": SourceStatus(SourceState.UNAVAILABLE, "not_readable", "kernel log: /dev/kmsg: EACCES"),
+    },
 )
 
 _IDENTIFYING = {*hw.DEVICE_ATTRIBUTES, *hw.DEVICE_DESCRIPTION_ATTRIBUTES}
@@ -248,8 +263,23 @@ def test_status_is_one_series_per_state(collected):
 def test_a_lost_gpu_reports_its_state_and_identity_not_values(collected):
     points, _ = collected
     lost = {name: [dict(a) for a in series if dict(a).get(hw.HW_ID) == LOST.id] for name, series in points.items()}
-    assert {name for name, series in lost.items() if series} == {hw.HW_STATUS, hw.EAGLEEYE_HW_GPU_XID}
+    assert {name for name, series in lost.items() if series} == {
+        hw.HW_STATUS,
+        hw.EAGLEEYE_HW_READ_STATUS,
+        hw.EAGLEEYE_HW_GPU_XID,
+        hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME,
+    }
     assert _of(points, hw.HW_STATUS, LOST, **{hw.HW_STATE: "failed"}) == 1
+    reads = {
+        dict(a)[hw.EAGLEEYE_HW_READ_STATE]: v
+        for a, v in points[hw.EAGLEEYE_HW_READ_STATUS].items()
+        if dict(a)[hw.HW_ID] == LOST.id
+    }
+    assert reads == {"ok": 0, "lost": 1, "reset_required": 0, "error": 0, "hung": 0}
+    assert (
+        _of(points, hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME, LOST, **{hw.EAGLEEYE_HW_GPU_XID_CODE: 79})
+        == 1_700_000_079.5
+    )
     assert _of(points, hw.HW_STATUS, LOST, **{hw.HW_STATE: "ok"}) == 0
     assert lost[hw.HW_STATUS][0][hw.EAGLEEYE_HW_PCI_BUS_ID] == "0000:5e:00.0"
     assert _of(points, hw.EAGLEEYE_HW_GPU_XID, LOST, **{hw.EAGLEEYE_HW_GPU_XID_CODE: 79}) == 1
@@ -342,7 +372,7 @@ def test_every_metric_reads_the_sources_the_table_names():
 
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "hardware.md"
-_UNIT_SUFFIXES = {"bytes", "celsius", "watts", "joules", "hertz", "bytes_per_second"}
+_UNIT_SUFFIXES = {"bytes", "celsius", "watts", "joules", "hertz", "bytes_per_second", "seconds"}
 
 
 def test_docs_list_every_metric_with_its_prometheus_name():
@@ -359,3 +389,35 @@ def test_docs_list_every_metric_with_its_prometheus_name():
         assert f"| {', '.join(metric.sources)} | `{exposed}` | {metric.description} |" in row, row
         for attribute in metric.attributes:
             assert f"`{attribute}`" in row, (metric.name, attribute)
+
+
+def test_a_hung_gpu_is_degraded_and_says_how_it_answered():
+    hung = GpuReading(identity=H100, status=DeviceStatus.HUNG, detail="nvmlDeviceGetPowerUsage has not returned")
+    assert gpu_state(hung) == "degraded"
+    reader, _ = _registered(dataclasses.replace(SWEEP, gpus=(hung,), npus=()))
+    points, _ = _collect(reader)
+    assert _of(points, hw.EAGLEEYE_HW_READ_STATUS, H100, **{hw.EAGLEEYE_HW_READ_STATE: "hung"}) == 1
+    assert _of(points, hw.EAGLEEYE_HW_READ_STATUS, H100, **{hw.EAGLEEYE_HW_READ_STATE: "ok"}) == 0
+    assert hw.HW_POWER not in points or not points[hw.HW_POWER]
+
+
+def test_kernel_log_event_times_and_source_states(collected):
+    points, _ = collected
+    xid = {
+        hw.EAGLEEYE_KERNEL_LOG_KIND: "xid",
+        hw.EAGLEEYE_KERNEL_LOG_CODE: "79",
+        hw.EAGLEEYE_KERNEL_LOG_DEVICE: "0000:5e:00.0",
+    }
+    assert _of(points, hw.EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME, None, **xid) == 1_700_000_079.0
+    sxid = {hw.EAGLEEYE_KERNEL_LOG_KIND: "sxid", hw.EAGLEEYE_KERNEL_LOG_CODE: "20034"}
+    assert _of(points, hw.EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME, None, **sxid) == 1_700_000_034.0
+    states = {
+        (a[hw.EAGLEEYE_HW_SOURCE], a[hw.EAGLEEYE_HW_SOURCE_STATE], a.get(hw.ERROR_TYPE)): v
+        for a, v in ((dict(attributes), value) for attributes, value in points[hw.EAGLEEYE_HW_SOURCE_STATUS].items())
+    }
+    assert len(states) == len(hw.SOURCES) * len(hw.SOURCE_STATES)
+    assert {key for key, value in states.items() if value} == {
+        ("nvml", "ok", None),
+        ("dcmi", "hung", None),
+        ("kernel_log", "unavailable", "not_readable"),
+    }

@@ -59,6 +59,7 @@ def expected_reading(i: int) -> dict[str, object]:
         "nvlink_errors": {"crc_flit": i, "crc_data": 0, "replay": 0, "recovery": 0},
         "recovery_action": 0,
         "xid_counts": {},
+        "xid_last_seen": {},
     }
 
 

@@ -7,7 +7,7 @@
  *
  *   driver_version <text>                       dcmi_get_driver_version's answer (unset: -8255)
  *   fail <function> <code>                      a node-level function (dcmi_init, dcmi_get_card_list, ...) fails
- *   hang <function> <ms>                        a node-level function sleeps first
+ *   hang <function> <ms>                        a node-level function sleeps first (-1: see below)
  *   card <card> devices <n>                     the card holds chips 0..n-1 (default: 1 + the highest chip named)
  *   card <card> fail <function> <code>          a card-level function (dcmi_get_device_num_in_card) fails
  *   chip <card> <dev> logic_id <n>
@@ -21,6 +21,9 @@
  *   chip <card> <dev> chip_info <type> <name> <version> [aicore_cnt]
  *   chip <card> <dev> fail <function> <code>    the function returns <code> for this chip
  *   chip <card> <dev> hang <function> <ms>      the function sleeps for this chip first (then answers or fails)
+ *
+ * A hang of -1 ms lasts until the scenario no longer gives it: the call polls the file every 10 ms, so a test
+ * releases it by rewriting the scenario. Hangs happen outside the double's lock: other chips still answer.
  *
  * Cards are listed in the order they first appear. A value the scenario does not give is answered with
  * DCMI_ERR_CODE_NOT_SUPPORT (-8255), as a chip without that feature would. Every call before dcmi_init fails.
@@ -301,13 +304,41 @@ static void sleep_ms(long ms)
     }
 }
 
+static struct rule copy_rule(const struct rules *rules, const char *function);
+static const struct card *find_card(int card_id);
+
+/* The current scenario's hang for `function` (a chip's when card_id >= 0, else the node's). Call with the lock. */
+static long hang_of(const char *function, int card_id, int device_id)
+{
+    if (card_id < 0) {
+        return copy_rule(&current.rules, function).hang_ms;
+    }
+    const struct card *card = find_card(card_id);
+    if (card == NULL || device_id < 0 || device_id >= MAX_DEVICES) {
+        return 0;
+    }
+    return copy_rule(&card->chips[device_id].rules, function).hang_ms;
+}
+
 /* Apply a rule outside the lock: sleep if it hangs, then its failure code or DCMI_OK. */
-static int apply(struct rule rule)
+static int apply_for(struct rule rule, int card_id, int device_id)
 {
     if (rule.hang_ms > 0) {
         sleep_ms(rule.hang_ms);
     }
+    for (long ms = rule.hang_ms; ms < 0;) {
+        sleep_ms(10);
+        pthread_mutex_lock(&lock);
+        reload();
+        ms = hang_of(rule.function, card_id, device_id);
+        pthread_mutex_unlock(&lock);
+    }
     return rule.fails ? rule.code : DCMI_OK;
+}
+
+static int apply(struct rule rule)
+{
+    return apply_for(rule, -1, -1);
 }
 
 static struct rule copy_rule(const struct rules *rules, const char *function)
@@ -351,7 +382,7 @@ static int begin_chip(const char *function, int card_id, int device_id, struct c
         return DCMI_ERR_CODE_INVALID_DEVICE_ID;
     }
     int rc = apply(node_rule);
-    return rc != DCMI_OK ? rc : apply(copy_rule(&out->rules, function));
+    return rc != DCMI_OK ? rc : apply_for(copy_rule(&out->rules, function), card_id, device_id);
 }
 
 int dcmi_init(void)

@@ -16,6 +16,9 @@
  *                                           nvmlEventSetWait_v2, ...) returns <code>
  *   gpu <i> fail <function|*> <code>        a function returns <code> for GPU i ('*': every function, as a GPU
  *                                           that fell off the bus answers)
+ *   gpu <i> hang <function|*> <ms>          a call of the function for GPU i sleeps <ms> first, without holding the
+ *                                           double's lock (other GPUs still answer); -1: until the scenario no
+ *                                           longer says so (a test releases the call by rewriting the file)
  *   gpu <i> field <id> <value> [type]       nvmlDeviceGetFieldValues entry; type d, ui, ul, ull (default), sll,
  *                                           si or us, as nvmlValueType_t. A field not given answers NOT_SUPPORTED.
  *   gpu <i> field_fail <id> <code>          that nvmlDeviceGetFieldValues entry answers <code>
@@ -35,6 +38,7 @@
  */
 
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +142,12 @@ struct rule {
     int code;
 };
 
+struct hang {
+    int gpu;
+    char function[NAME_LEN];
+    long ms; /* -1: until the rule is gone */
+};
+
 struct event {
     unsigned long long seq;
     int gpu;
@@ -159,6 +169,8 @@ struct scenario {
     struct gpu gpus[MAX_GPUS];
     struct rule rules[MAX_RULES];
     int n_rules;
+    struct hang hangs[MAX_RULES];
+    int n_hangs;
     struct event events[MAX_EVENTS];
     int n_events;
 };
@@ -221,6 +233,12 @@ static void parse_line(char *line)
             s->count = index + 1;
         if (strcmp(key, "fail") == 0) {
             add_rule(index, value);
+        } else if (strcmp(key, "hang") == 0) {
+            struct hang *h = &s->hangs[s->n_hangs];
+            if (s->n_hangs < MAX_RULES && sscanf(value, "%63s %li", h->function, &h->ms) == 2) {
+                h->gpu = index;
+                s->n_hangs++;
+            }
         } else if (strcmp(key, "field") == 0 || strcmp(key, "field_fail") == 0) {
             struct field *f = &g->fields[g->n_fields];
             if (g->n_fields < MAX_FIELDS && sscanf(value, "%u %95s %7s", &id, f->text, type_name) >= 2) {
@@ -291,7 +309,45 @@ static int failure(const char *function, int gpu)
     return NVML_SUCCESS;
 }
 
-/* Every call starts here, under the lock: count it, reload, check init, then the scenario's failure rules. */
+/* The scenario's hang for a call of `function` on GPU `gpu`: milliseconds, -1 (until released) or 0 (none). */
+static long hang_for(const char *function, int gpu)
+{
+    for (int i = 0; gpu >= 0 && i < scenario.n_hangs; i++) {
+        struct hang *h = &scenario.hangs[i];
+        if (h->gpu == gpu && (strcmp(h->function, function) == 0 || strcmp(h->function, "*") == 0))
+            return h->ms;
+    }
+    return 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Called with the lock held; sleeps as the scenario says with the lock released, so other GPUs still answer. */
+static void hang(const char *function, int gpu)
+{
+    long ms = hang_for(function, gpu);
+    if (ms == 0)
+        return;
+    pthread_mutex_unlock(&lock);
+    if (ms > 0)
+        sleep_ms(ms);
+    while (ms < 0) {
+        sleep_ms(10);
+        pthread_mutex_lock(&lock);
+        reload();
+        ms = hang_for(function, gpu);
+        pthread_mutex_unlock(&lock);
+    }
+    pthread_mutex_lock(&lock);
+    reload();
+}
+
+/* Every call starts here, under the lock: count it, reload, hang if told to, check init, then the failure rules. */
 static nvmlReturn_t enter(const char *function, nvmlDevice_t device, struct gpu **gpu)
 {
     int index = -1;
@@ -302,6 +358,7 @@ static nvmlReturn_t enter(const char *function, nvmlDevice_t device, struct gpu 
     }
     count_call(function, index);
     reload();
+    hang(function, index);
     if (init_count <= 0)
         return NVML_ERROR_UNINITIALIZED;
     if (index >= scenario.count)

@@ -140,8 +140,13 @@ def _gpu_points(i: int) -> dict[Point, float]:
     return points
 
 
-def _status(device: str, state: str) -> dict[Point, float]:
-    return {(hw.HW_STATUS, device, frozenset({hw.HW_STATE: s}.items())): float(s == state) for s in hw.HW_STATES}
+def _status(device: str, state: str, read: str = "ok") -> dict[Point, float]:
+    points = {(hw.HW_STATUS, device, frozenset({hw.HW_STATE: s}.items())): float(s == state) for s in hw.HW_STATES}
+    for value in hw.READ_STATES:
+        points[hw.EAGLEEYE_HW_READ_STATUS, device, frozenset({hw.EAGLEEYE_HW_READ_STATE: value}.items())] = float(
+            value == read
+        )
+    return points
 
 
 def _npu_points(card: int, device: int) -> dict[Point, float]:
@@ -170,7 +175,7 @@ def expected_points(*, lost: frozenset[int] = frozenset(), xid_seen: bool = True
     """Every point the monitor must report for the scenario."""
     points: dict[Point, float] = {}
     for i, gpu in enumerate(GPUS):
-        points.update(_status(gpu["uuid"], "failed") if i in lost else _gpu_points(i))
+        points.update(_status(gpu["uuid"], "failed", "lost") if i in lost else _gpu_points(i))
     if xid_seen:
         gpu, xid = XID_EVENT
         points[hw.EAGLEEYE_HW_GPU_XID, GPUS[gpu]["uuid"], frozenset({hw.EAGLEEYE_HW_GPU_XID_CODE: xid}.items())] = 1.0
@@ -189,7 +194,43 @@ def expected_points(*, lost: frozenset[int] = frozenset(), xid_seen: bool = True
         points[hw.EAGLEEYE_KERNEL_LOG_UNCOUNTED, None, frozenset({hw.EAGLEEYE_KERNEL_LOG_REASON: reason}.items())] = (
             count
         )
+    for source in hw.SOURCES:
+        for state in hw.SOURCE_STATES:
+            attributes = {hw.EAGLEEYE_HW_SOURCE: source, hw.EAGLEEYE_HW_SOURCE_STATE: state}
+            points[hw.EAGLEEYE_HW_SOURCE_STATUS, None, frozenset(attributes.items())] = float(state == "ok")
     return points
+
+
+TIMES = frozenset({hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME, hw.EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME})
+"""Metrics whose values are the Unix times of events, which no scenario can state in advance."""
+
+
+def split_times(points: dict[Point, float]) -> tuple[dict[Point, float], dict[Point, float]]:
+    """``points`` without the event times, and the event times."""
+    times = {key: value for key, value in points.items() if key[0] in TIMES}
+    return {key: value for key, value in points.items() if key[0] not in TIMES}, times
+
+
+def expected_times(*, xid_seen: bool = True) -> set[Point]:
+    """The event-time points the scenario must produce: one per Xid event key and per kernel-log event key."""
+    keys: set[Point] = set()
+    if xid_seen:
+        gpu, xid = XID_EVENT
+        keys.add(
+            (
+                hw.EAGLEEYE_HW_GPU_XID_LAST_EVENT_TIME,
+                GPUS[gpu]["uuid"],
+                frozenset({hw.EAGLEEYE_HW_GPU_XID_CODE: xid}.items()),
+            )
+        )
+    for code, device in (("48", "0000:3c:00.0"), ("13", "0000:3b:00.0")):
+        attributes = {
+            hw.EAGLEEYE_KERNEL_LOG_KIND: "xid",
+            hw.EAGLEEYE_KERNEL_LOG_CODE: code,
+            hw.EAGLEEYE_KERNEL_LOG_DEVICE: device,
+        }
+        keys.add((hw.EAGLEEYE_KERNEL_LOG_LAST_EVENT_TIME, None, frozenset(attributes.items())))
+    return keys
 
 
 @dataclass

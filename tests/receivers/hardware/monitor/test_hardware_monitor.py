@@ -59,16 +59,22 @@ def test_every_source_opens_on_the_doubles(monitor, scenario):
 
 
 def test_the_instruments_report_every_value_of_the_scenario(monitor, doubles, scenario):
+    started = time.time()
     reader = InMemoryMetricReader()
     register_hardware_metrics(MeterProvider(metric_readers=[reader], shutdown_on_exit=False), monitor.sweep)
     sweep_until(monitor, lambda sweep: sweep.gpus[1].xid_counts)  # the event thread has counted the Xid
-    assert collected_points(reader) == pytest.approx(scenario.expected_points())
+    points, times = scenario.split_times(collected_points(reader))
+    assert points == pytest.approx(scenario.expected_points())
+    assert set(times) == scenario.expected_times()
+    assert all(started - 60 <= seen <= time.time() for seen in times.values()), times  # read at open, or since
 
     doubles.lose(frozenset({2}))
     lost = sweep_until(monitor, lambda sweep: sweep.gpus[2].status is DeviceStatus.LOST)
     assert [gpu.status for gpu in lost.gpus] == [DeviceStatus.OK, DeviceStatus.OK, DeviceStatus.LOST]
     time.sleep(0.6)  # past the sweep cache's sharing window: the next collection takes a new sweep
-    assert collected_points(reader) == pytest.approx(scenario.expected_points(lost=frozenset({2})))
+    points, later = scenario.split_times(collected_points(reader))
+    assert points == pytest.approx(scenario.expected_points(lost=frozenset({2})))
+    assert later == times  # no new event: the times stay
 
 
 def test_status_points_carry_the_description(monitor, scenario):
