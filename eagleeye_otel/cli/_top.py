@@ -41,6 +41,11 @@ _CONNECT_DEADLINE_S = 15.0
 """nats-py can hang after a failed TLS handshake (nats-io/nats.py#718), so connecting has a deadline."""
 _CHROME_LINES = 10
 """Lines the headers, captions and the key help take besides the rows."""
+_UNPRINTABLE = dict.fromkeys(
+    [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd"
+)
+"""Control characters (an escape sequence could rewrite the operator's terminal) and bidirectional overrides (could
+make one name read as another), as they must never reach the screen from a message."""
 
 
 @click.command()
@@ -104,11 +109,11 @@ def _instance_table(rows: list[Row], caption: str) -> Table:
     table.add_column("health")
     for row in rows:
         rate = "-" if row.tokens_per_s is None else f"{row.tokens_per_s:,.0f}"
-        health = Text(row.health, style="green" if row.health == "ok" else _severity_style(row.health_rank))
+        health = _plain(row.health, style="green" if row.health == "ok" else _severity_style(row.health_rank))
         table.add_row(
-            row.instance,
+            _plain(row.instance),
             str(row.engine),
-            row.model,
+            _plain(row.model),
             str(row.waiting),
             str(row.running),
             f"{row.kv_cache_usage:.0%}",
@@ -118,6 +123,12 @@ def _instance_table(rows: list[Row], caption: str) -> Table:
             style="dim" if row.stale else None,
         )
     return table
+
+
+def _plain(text: str, style: str = "") -> Text:
+    """Text from the network shown as it is: as a ``Text`` no ``[...]`` in it is read as markup (an unbalanced
+    ``[/]`` made rich raise and ``top`` exit), and no control or bidirectional character reaches the terminal."""
+    return Text(text.translate(_UNPRINTABLE), style=style)
 
 
 def _severity_style(rank: int) -> str:
@@ -134,12 +145,12 @@ def _findings_table(findings: list[FindingMessage]) -> RenderableType:
         severity = Text(finding.severity.value, style=_severity_style(_rank(finding)))
         table.add_row(
             severity,
-            finding.node,
-            finding.device or "(node)",
-            finding.fault,
-            finding.change,
-            finding.conclusion,
-            finding.action,
+            _plain(finding.node),
+            _plain(finding.device or "(node)"),
+            _plain(finding.fault),
+            _plain(finding.change),
+            _plain(finding.conclusion),
+            _plain(finding.action),
         )
     if len(findings) > _FINDING_LINES:
         table.caption = f"{len(findings) - _FINDING_LINES} more"
