@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import gc
 import math
-import time
 import tracemalloc
-import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,14 +23,12 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from eagleeye_otel.diagnosis import DiagnosisEngine, DiagnosisService, DiagnosisSettings, Limits, load_knowledge_base
+from eagleeye_otel.diagnosis import DiagnosisEngine, Limits, load_knowledge_base
 from eagleeye_otel.diagnosis._outputs import FindingChange, encode_message, register_intake_metrics
-from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.routing import InstanceHealth
-from eagleeye_otel.sdk import PipelineSettings
 from eagleeye_otel.semconv import _diagnosis as dx
 from eagleeye_otel.semconv import _hardware as hw
-from eagleeye_otel.settings import NatsSettings
+from tests.helpers.hostile_protobuf import HOSTILE_OTLP, deep_attribute_export
 
 KB = load_knowledge_base()
 NOW = 1_800_000_000.0
@@ -46,36 +41,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-# -- protobuf by hand, for what the library refuses to encode ------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes([tag]) + _varint(len(payload)) + payload
-
-
-def deep_attribute_export(depth: int) -> bytes:
-    """An export whose resource has one attribute: arrays nested ``depth`` deep around a string."""
-    inner = _field(0x0A, b"x")  # AnyValue.string_value
-    size, prefixes = len(inner), []
-    for _ in range(depth):  # AnyValue.array_value (5) -> ArrayValue.values (1) -> AnyValue
-        values = b"\x0a" + _varint(size)
-        array = b"\x2a" + _varint(size + len(values))
-        size += len(values) + len(array)
-        prefixes.append(array + values)
-    value = b"".join(reversed(prefixes)) + inner
-    key_value = _field(0x0A, b"deep") + _field(0x12, value)
-    return _field(0x0A, _field(0x0A, _field(0x0A, key_value)))  # request -> resource_metrics -> resource
 
 
 # -- well-formed exports of any content ----------------------------------------------------------------------
@@ -216,18 +181,7 @@ def test_corrupted_exports_are_counted_never_raised(request: ExportMetricsServic
     assert engine.stats.rule_failures == 0
 
 
-HOSTILE = {
-    "attribute-nested-100k-deep": deep_attribute_export(100_000),
-    "attribute-nested-past-the-decoder-limit": deep_attribute_export(60),
-    "unknown-groups-nested-100k-deep": b"\x7b" * 100_000 + b"\x7c" * 100_000,
-    "100-MB-of-garbage": b"\xff" * 100_000_000,
-    "truncated": _field(0x0A, b"\x0a" * 50)[:20],
-    "length-past-the-end": b"\x0a\xff\xff\xff\xff\x0f",
-    "invalid-utf8-in-a-string": _field(0x0A, _field(0x0A, _field(0x0A, _field(0x0A, b"\xff\xfe")))),
-}
-
-
-@pytest.mark.parametrize("payload", HOSTILE.values(), ids=HOSTILE.keys())
+@pytest.mark.parametrize("payload", HOSTILE_OTLP.values(), ids=HOSTILE_OTLP.keys())
 def test_hostile_payloads_are_counted_as_malformed(payload: bytes) -> None:
     engine = DiagnosisEngine(KB, clock=Clock())
     assert engine.ingest_otlp(payload) == 0
@@ -370,39 +324,3 @@ def test_rejections_are_exported_as_a_counter_by_reason() -> None:
     counts = {p.attributes[dx.EAGLEEYE_DIAGNOSIS_REASON]: p.value for p in metric.data.data_points}
     assert counts == {dx.REJECTED_MALFORMED: 2, dx.REJECTED_DROPPED: 1}
     provider.shutdown()
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(60)
-async def test_the_service_survives_hostile_exports_over_nats_and_prometheus_counts_them(
-    nats_server: EmbeddedNatsServer, eventually: Callable[..., Awaitable[None]], hw: Any
-) -> None:
-    port = free_port("127.0.0.1")
-    settings = DiagnosisSettings(pipeline=PipelineSettings(prometheus_host="127.0.0.1", prometheus_port=port))
-    engine = DiagnosisEngine()
-    service = await DiagnosisService.start(
-        engine, settings=settings, nats_settings=NatsSettings(servers=(nats_server.url,))
-    )
-    client = await nats.connect(nats_server.url)
-    subject = "eagle_eye.hardware.gpu-node-7"
-    try:
-        await eventually(lambda: service.health()["nats"] == "connected")
-        for payload in HOSTILE.values():
-            if len(payload) < 1024 * 1024:  # the server's max_payload
-                await client.publish(subject, payload)
-        await client.publish(subject, hw.otlp(hw.gpu(0, remapped_rows_failure=True), at=time.time()))
-        await eventually(lambda: engine.stats.payloads == 7)
-        await eventually(lambda: service.board.view.active != ())  # still diagnosing after all that
-
-        def rejected_malformed() -> float | None:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-                lines = response.read().decode().splitlines()
-            for line in lines:
-                if line.startswith("eagleeye_diagnosis_rejected_total{") and 'reason="malformed"' in line:
-                    return float(line.rsplit(" ", 1)[1])
-            return None
-
-        await eventually(lambda: rejected_malformed() == 6.0)
-    finally:
-        await client.close()
-        await service.stop()
