@@ -17,6 +17,9 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024
 """Routers reject larger payloads before decoding; a real message is about 300 bytes."""
 
 _NAME = Meta(min_length=1, max_length=256)
+_COUNT = Meta(ge=0, le=2**63 - 1)
+"""Integers beyond int64 are refused: JSON lets a message carry a 16,000-digit number, which no consumer can turn
+into a float (a rate, a ratio) without OverflowError."""
 _URL = Meta(max_length=2048)
 
 
@@ -31,19 +34,20 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: Annotated[Literal[1], Meta(description="Message format version.")]
     instance: Annotated[str, _NAME, Meta(description="Serving instance (EAGLEEYE_INSTANCE_ID).")]
     model: Annotated[str, _NAME, Meta(description="Served model name.")]
-    engine: Annotated[int, Meta(ge=0, description="Data-parallel engine index inside the instance.")]
+    engine: Annotated[int, _COUNT, Meta(description="Data-parallel engine index inside the instance.")]
     timestamp: Annotated[
         float,
         Meta(gt=0, description="Unix time in seconds of the engine step (of sending, for a heartbeat)."),
     ]
     seq: Annotated[
         int,
-        Meta(ge=0, description="Strictly increasing per (instance, engine) while `started` stays the same."),
+        _COUNT,
+        Meta(description="Strictly increasing per (instance, engine) while `started` stays the same."),
     ]
     num_requests_waiting: Annotated[
-        int, Meta(ge=0, description="Requests queued, including those deferred by transient constraints.")
+        int, _COUNT, Meta(description="Requests queued, including those deferred by transient constraints.")
     ]
-    num_requests_running: Annotated[int, Meta(ge=0, description="Requests in the running batch.")]
+    num_requests_running: Annotated[int, _COUNT, Meta(description="Requests in the running batch.")]
     kv_cache_usage: Annotated[float, Meta(ge=0.0, le=1.0, description="Fraction of KV-cache blocks in use.")]
 
     heartbeat: Annotated[bool, Meta(description="True when no engine step happened since the last message.")] = False
@@ -72,12 +76,12 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         ),
     ] = ()
     prefix_cache_queries_total: Annotated[
-        int, Meta(ge=0, description="Prompt tokens looked up in the prefix cache.")
+        int, _COUNT, Meta(description="Prompt tokens looked up in the prefix cache.")
     ] = 0
-    prefix_cache_hits_total: Annotated[int, Meta(ge=0, description="Prompt tokens found in the prefix cache.")] = 0
-    prompt_tokens_total: Annotated[int, Meta(ge=0, description="Prompt tokens processed.")] = 0
-    generation_tokens_total: Annotated[int, Meta(ge=0, description="Tokens generated.")] = 0
-    preemptions_total: Annotated[int, Meta(ge=0, description="Requests preempted.")] = 0
+    prefix_cache_hits_total: Annotated[int, _COUNT, Meta(description="Prompt tokens found in the prefix cache.")] = 0
+    prompt_tokens_total: Annotated[int, _COUNT, Meta(description="Prompt tokens processed.")] = 0
+    generation_tokens_total: Annotated[int, _COUNT, Meta(description="Tokens generated.")] = 0
+    preemptions_total: Annotated[int, _COUNT, Meta(description="Requests preempted.")] = 0
 
 
 def routing_json_schema() -> dict[str, Any]:

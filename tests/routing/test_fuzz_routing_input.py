@@ -138,6 +138,8 @@ def _check_view(client: RouterClient) -> None:
         assert 0.0 <= message.kv_cache_usage <= 1.0
         assert math.isfinite(message.timestamp) and message.timestamp > 0
         assert len(message.devices) <= 64
+        counters = [message.seq, message.engine, message.generation_tokens_total, message.prompt_tokens_total]
+        assert all(value < 2**63 for value in counters)
 
 
 @FUZZ
@@ -203,6 +205,10 @@ HOSTILE_ROUTING = {
     "nan-literal": _splice(msgspec.json.encode(message_fields()), b"kv_cache_usage", b"NaN"),
     "infinite-timestamp": _splice(msgspec.json.encode(message_fields()), b"timestamp", b"1e999"),
     "nul-bytes": b"\x00" * 1000,
+    "16000-digit-counter": _splice(
+        msgspec.json.encode(message_fields(generation_tokens_total=1)), b"generation_tokens_total", b"9" * 16_000
+    ),
+    "seq-past-int64": msgspec.json.encode(message_fields(seq=2**63)),
     "bom": b"\xef\xbb\xbf" + msgspec.json.encode(message_fields()),
     "trailing-garbage": msgspec.json.encode(message_fields()) + b"{}",
 }
