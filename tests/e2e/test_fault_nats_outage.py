@@ -1,0 +1,440 @@
+"""NATS killed for 10 s while a real vLLM server (with the ``eagle_eye`` plugin) serves a steady load.
+
+One scenario runs once per module (one vLLM start): a closed-loop load of concurrent completions; vLLM's own
+``/metrics`` and the RSS of its processes sampled every 0.2 s; a real :class:`RouterClient` in a process of its
+own (this module run with ``--router``), so that the load threads here cannot delay what it sees. ``nats-server``
+gets SIGKILL, stays down for 10 s and comes back on the same port. The tests then check one guarantee each.
+Nothing here compares timings between runs (that is ``bench/bench_nats_outage.py``); the one timing bound is the
+specified 1 s for routers to see fresh state after NATS returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import nats
+import psutil
+import pytest
+
+from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
+from eagleeye_otel.routing import RouterClient
+from eagleeye_otel.settings import NatsSettings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+OUTAGE_S = 10.0
+FRESH_WITHIN_S = 1.0
+"""The specification: routers see fresh state within 1 s after NATS returns."""
+CONCURRENCY = 4
+MAX_TOKENS = 64
+SAMPLE_EVERY_S = 0.2
+RSS_BOUND_BYTES = 4 * 2**20
+"""Growth of the API server's RSS during the outage that fails the test. Measured: under 1 MiB. The engine
+steps ~750 times a second here, so keeping each step's message (~1 KB as a Python object and its encoding)
+would add about 7 MiB in the 10 s."""
+ENGINE_RSS_BOUND_BYTES = 32 * 2**20
+"""The same for the engine core and its worker, which run none of Eagle Eye's code; torch's allocator moves
+their RSS by a few MiB (measured up to 7 MiB)."""
+METRICS_SUBJECT = "eagle_eye.metrics"
+INSTANCE_ID = "e2e-vllm"  # what ``start_vllm`` sets
+SERVED_MODEL = "tiny"
+_REPO = Path(__file__).resolve().parents[2]
+_COUNTER = re.compile(rb"^(vllm:generation_tokens_total|vllm:iteration_tokens_total_count)\{[^}]*\} (\S+)$", re.M)
+
+
+@dataclass(frozen=True)
+class Reply:
+    started: float
+    ended: float
+    status: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    generation_tokens: float
+    steps: float
+    api_rss: int
+    children_rss: int
+
+
+@dataclass
+class Outage:
+    """What the scenario observed; times are ``time.monotonic()`` (one clock for all processes on Linux)."""
+
+    killed_at: float = 0.0
+    back_at: float = 0.0
+    replies: list[Reply] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    router: dict[str, Any] = field(default_factory=dict)
+    """The router process's report (see :func:`_router_main`)."""
+    log: str = ""
+
+
+# -- vLLM side: load and samples -----------------------------------------------------------------------------
+
+
+def _post_completion(server: Any, prompt: str, max_tokens: int) -> tuple[int, Any]:
+    """POST /v1/completions; the status and the decoded body (or the error text), never raising."""
+    body = json.dumps(
+        {"model": SERVED_MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}
+    )
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=120)
+    try:
+        connection.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = response.read()
+    except (OSError, http.client.HTTPException) as error:
+        return -1, repr(error)
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(payload)
+    except ValueError:
+        return response.status, payload[:500]
+
+
+def _vllm_counters(server: Any) -> tuple[float, float]:
+    """Generated tokens and engine steps (iterations) so far, from vLLM's own ``/metrics``."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read()
+    finally:
+        connection.close()
+    found = {name: float(value) for name, value in _COUNTER.findall(text)}
+    return found[b"vllm:generation_tokens_total"], found[b"vllm:iteration_tokens_total_count"]
+
+
+class _Load:
+    """``CONCURRENCY`` threads, each sending one completion after another until stopped."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._stop = threading.Event()
+        self.replies: list[Reply] = []
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(CONCURRENCY)]
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            status, body = _post_completion(self._server, "A steady load on the engine", MAX_TOKENS)
+            tokens = body.get("usage", {}).get("completion_tokens", -1) if isinstance(body, dict) else -1
+            self.replies.append(Reply(started, time.monotonic(), status, tokens))
+
+    def __enter__(self) -> _Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(120)
+
+
+class _Sampler:
+    """vLLM's token and step counters (its own ``/metrics``) and the RSS of its processes, every 0.2 s."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._api = psutil.Process(server.pid)
+        self._stop = threading.Event()
+        self.samples: list[Sample] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY_S):
+            try:
+                tokens, steps = _vllm_counters(self._server)
+            except (OSError, http.client.HTTPException, KeyError):
+                continue  # a late sample only widens a window (see _per_second)
+            children = 0
+            for child in self._api.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    children += child.memory_info().rss
+            self.samples.append(Sample(time.monotonic(), tokens, steps, self._api.memory_info().rss, children))
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+# -- the router, in a process of its own ---------------------------------------------------------------------
+
+
+async def _router_main(url: str) -> None:
+    """Follow the engine with a RouterClient; stdin says when NATS was killed, stdout gets one JSON report.
+
+    After ``KILLED <t>`` it notes the seq it holds and then the first state it accepts after ``t + 0.5``:
+    nothing can arrive from a server killed half a second ago, so that is the first message after NATS returned.
+    Every poll also records how long this thread has waited for a CPU so far (the kernel's schedstat), so that
+    the scheduling delay of a crowded machine can be told apart from Eagle Eye's own. ``STOP`` prints the report
+    and ends. It also notes when OTLP payloads from the plugin's metric exporter arrive.
+    """
+    router = RouterClient(nats_settings=NatsSettings(servers=(url,)))
+    await router.start()
+    metrics_at: list[float] = []
+
+    async def on_metrics(msg: Any) -> None:
+        metrics_at.append(time.monotonic())
+
+    async def on_error(error: Exception) -> None:
+        pass  # refused connections while NATS is down: expected
+
+    nc = await nats.connect(
+        url, name="e2e-metrics-watcher", reconnect_time_wait=0.1, max_reconnect_attempts=-1, error_cb=on_error
+    )
+    await nc.subscribe(METRICS_SUBJECT, cb=on_metrics)
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    threading.Thread(target=_read_lines, args=(sys.stdin, loop, commands), daemon=True).start()
+    print("READY", flush=True)
+    report: dict[str, Any] = {"cpu_wait": []}
+    killed_at: float | None = None
+    with open("/proc/thread-self/schedstat", "rb", buffering=0) as schedstat:
+        while True:
+            if not commands.empty():
+                command = (await commands.get()).split()
+                if command[0] == "STOP":
+                    break
+                killed_at = float(command[1])
+                held = router.get(INSTANCE_ID, 0)
+                report["seq_at_kill"] = held.message.seq if held is not None else None
+            schedstat.seek(0)
+            report["cpu_wait"].append((time.monotonic(), int(schedstat.read().split()[1]) / 1e9))
+            state = router.get(INSTANCE_ID, 0)
+            if killed_at is not None and "fresh_at" not in report and state and state.received_at > killed_at + 0.5:
+                report |= {"fresh_at": state.received_at, "fresh_seq": state.message.seq}
+            await asyncio.sleep(0.01)
+    report["metrics_at"] = metrics_at
+    await nc.close()
+    await router.close()
+    print(json.dumps(report), flush=True)
+
+
+def _read_lines(stream: IO[str], loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
+    for line in stream:
+        loop.call_soon_threadsafe(queue.put_nowait, line)
+
+
+class _RouterProcess:
+    def __init__(self, url: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.test_fault_nats_outage", "--router", url],
+            cwd=_REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None and self._process.stdout.readline().strip() == "READY"
+
+    def send(self, line: str) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(line + "\n")
+        self._process.stdin.flush()
+
+    def report(self) -> dict[str, Any]:
+        self.send("STOP")
+        out, _ = self._process.communicate(timeout=30)
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
+# -- the scenario --------------------------------------------------------------------------------------------
+
+
+def _scenario(server: Any, nats_server: EmbeddedNatsServer) -> Outage:
+    out = Outage()
+    router = _RouterProcess(nats_server.url)
+    try:
+        with _Load(server) as load, _Sampler(server) as sampler:
+            _until(lambda: len(load.replies) >= CONCURRENCY, "first completions", 60)
+            time.sleep(3.0)  # NATS up, steady state
+            assert nats_server.pid is not None
+            os.kill(nats_server.pid, signal.SIGKILL)
+            out.killed_at = time.monotonic()
+            router.send(f"KILLED {out.killed_at}")
+            nats_server.stop()  # reaps it; the port stays the server's
+            time.sleep(OUTAGE_S)
+            nats_server.start()  # returns once the port accepts connections
+            out.back_at = time.monotonic()
+            time.sleep(3.0)  # the load goes on with NATS back
+        out.replies, out.samples = load.replies, sampler.samples
+        out.router = router.report()
+    finally:
+        router.kill()
+    return out
+
+
+def _until(predicate: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def outage(start_vllm: Callable[..., Any]) -> Iterator[Outage]:
+    """The scenario, run once against one vLLM server and one nats-server."""
+    with EmbeddedNatsServer() as nats_server:
+        server = start_vllm(
+            "nats-outage",
+            EAGLEEYE_NATS_URL=nats_server.url,
+            EAGLEEYE_HEARTBEAT_INTERVAL="0.5",
+            OTEL_METRICS_EXPORTER="prometheus,eagle_eye_nats",
+            OTEL_METRIC_EXPORT_INTERVAL="1000",
+            OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+            OTEL_EXPORTER_PROMETHEUS_PORT=str(free_port()),
+        )
+        try:
+            result = _scenario(server, nats_server)
+            result.log = server.log_text()
+        finally:
+            server.stop()
+    _print_summary(result)
+    yield result
+
+
+def _print_summary(o: Outage) -> None:
+    inside = [r for r in o.replies if o.killed_at <= r.started and r.ended <= o.back_at]
+    api = [s.api_rss for s in _during(o)]
+    raw = o.router.get("fresh_at", float("nan")) - o.back_at
+    fresh = _fresh_after(o) if "fresh_at" in o.router else float("nan")
+    print(
+        f"\nNATS down {OUTAGE_S:g} s: {len(o.replies)} completions, {len(inside)} of them inside the outage; "
+        f"router fresh {fresh:.3f} s after NATS returned ({raw:.3f} s before taking out its CPU wait; seq "
+        f"{o.router.get('seq_at_kill')} -> {o.router.get('fresh_seq')}); "
+        f"API-server RSS {_mib(min(api))}-{_mib(max(api))} MiB; tokens per outage second "
+        f"{_per_second(o, 'generation_tokens')}"
+    )
+
+
+# -- the guarantees ------------------------------------------------------------------------------------------
+
+
+def test_every_request_completes(outage: Outage) -> None:
+    """No request fails or comes back short, before, during or after the outage."""
+    bad = [r for r in outage.replies if r.status != 200 or r.completion_tokens != MAX_TOKENS]
+    assert not bad, bad[:5]
+    assert any(outage.killed_at <= r.started and r.ended <= outage.back_at for r in outage.replies)
+    assert any(r.started >= outage.back_at for r in outage.replies), "no completion after NATS returned"
+
+
+def test_engine_steps_through_every_second_of_the_outage(outage: Outage) -> None:
+    """vLLM's own token and step counters advance in each second NATS is down, and completions keep arriving."""
+    tokens = _per_second(outage, "generation_tokens")
+    assert all(t > 0 for t in tokens), tokens
+    steps = _per_second(outage, "steps")
+    assert all(s > 0 for s in steps), steps
+    halves = [outage.killed_at, outage.killed_at + OUTAGE_S / 2, outage.back_at]
+    for start, end in itertools.pairwise(halves):
+        assert any(start <= r.ended < end for r in outage.replies), (
+            f"no completion in {start - halves[0]:.0f}-{end - halves[0]:.0f} s"
+        )
+
+
+def test_memory_stays_bounded(outage: Outage) -> None:
+    """Nothing queues up while NATS is down: neither the API server (where Eagle Eye runs) nor the engine grows."""
+    at_kill = [s for s in outage.samples if s.at <= outage.killed_at][-1]
+    during = _during(outage)
+    growth = max(s.api_rss for s in during) - at_kill.api_rss
+    assert growth < RSS_BOUND_BYTES, f"API server RSS grew {_mib(growth)} MiB during the outage"
+    engine_growth = max(s.children_rss for s in during) - at_kill.children_rss
+    assert engine_growth < ENGINE_RSS_BOUND_BYTES, f"engine processes grew {_mib(engine_growth)} MiB during the outage"
+
+
+def test_router_sees_fresh_state_within_1s_after_nats_returns(outage: Outage) -> None:
+    """A RouterClient that lived through the outage holds a newer message (higher seq) within 1 s.
+
+    Counted from the moment the restarted server accepts connections to the moment the router accepted the
+    message, less the time the router's thread sat runnable without a CPU meanwhile (kernel schedstat): with
+    vLLM saturating a small shared machine, the OS alone can hold a process back for a second, which says nothing
+    about Eagle Eye. The raw figure is printed, and bounded too.
+    """
+    report = outage.router
+    assert "fresh_at" in report, f"the router never saw fresh state after NATS returned: {report}"
+    assert report["fresh_seq"] > report["seq_at_kill"]
+    raw = report["fresh_at"] - outage.back_at
+    assert 0 <= raw < 5 * FRESH_WITHIN_S, raw
+    assert _fresh_after(outage) < FRESH_WITHIN_S, (_fresh_after(outage), raw)
+
+
+def test_metric_export_resumes(outage: Outage) -> None:
+    """The plugin's OTLP-over-NATS exporter reconnects on its own too."""
+    assert any(at > outage.back_at for at in outage.router["metrics_at"]), "no OTLP payload after NATS returned"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vLLM's API server imports model_hosting_container_standards (SageMaker routes), which sets the "
+    "root logger to ERROR; Eagle Eye's loggers inherit it, so its warnings are dropped inside `vllm serve`",
+)
+def test_outage_is_logged_once(outage: Outage) -> None:
+    """One warning per lost connection (routing publisher, metric exporter), not one per reconnect attempt."""
+    assert "Traceback" not in outage.log, outage.log[-6000:]
+    lost = outage.log.count("lost; reconnecting in the background")
+    assert 1 <= lost <= 2, lost
+    assert outage.log.count("NATS: ") <= 4, outage.log[-6000:]
+
+
+def _fresh_after(o: Outage) -> float:
+    """Seconds from NATS back to fresh state at the router, less the router thread's CPU wait in between."""
+    waits = [(at, wait) for at, wait in o.router["cpu_wait"] if o.back_at <= at <= o.router["fresh_at"]]
+    starved = waits[-1][1] - waits[0][1] if waits else 0.0
+    fresh_after: float = o.router["fresh_at"] - o.back_at - starved
+    return fresh_after
+
+
+def _during(o: Outage) -> list[Sample]:
+    return [s for s in o.samples if o.killed_at <= s.at <= o.back_at]
+
+
+def _seconds(o: Outage) -> list[float]:
+    return [o.killed_at + k for k in range(int(OUTAGE_S))]
+
+
+def _per_second(o: Outage, counter: str) -> list[float]:
+    """How much ``counter`` advanced in each second of the outage: from the last sample at or before the
+    second's start to the first at or after its end. A sample held back on a crowded machine widens the window
+    instead of failing the test; a stall of Eagle Eye's making (a connect attempt on the serving path costs 2 s
+    or more, and would recur every attempt) still leaves seconds without progress."""
+    result = []
+    for start in _seconds(o):
+        before = [s for s in o.samples if s.at <= start]
+        after = [s for s in o.samples if s.at >= start + 1]
+        result.append(getattr(after[0], counter) - getattr(before[-1], counter) if before and after else 0.0)
+    return result
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--router"]:
+    asyncio.run(_router_main(sys.argv[2]))
