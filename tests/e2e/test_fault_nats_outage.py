@@ -2,38 +2,26 @@
 
 One scenario runs once per module (one vLLM start): a closed-loop load of concurrent completions; vLLM's own
 ``/metrics`` and the RSS of its processes sampled every 0.2 s; a real :class:`RouterClient` in a process of its
-own (this module run with ``--router``), so that the load threads here cannot delay what it sees. ``nats-server``
-gets SIGKILL, stays down for 10 s and comes back on the same port. The tests then check one guarantee each.
-Nothing here compares timings between runs (that is ``bench/bench_nats_outage.py``); the one timing bound is the
-specified 1 s for routers to see fresh state after NATS returns.
+own, so that the load threads here cannot delay what it sees (the parts are in ``test_fault_nats_harness.py``).
+``nats-server`` gets SIGKILL, stays down for 10 s and comes back on the same port. The tests then check one
+guarantee each. Nothing here compares timings between runs (that is ``bench/bench_nats_outage.py``); the one
+timing bound is the specified 1 s for routers to see fresh state after NATS returns.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import http.client
 import itertools
-import json
 import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import nats
-import psutil
 import pytest
 
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
-from eagleeye_otel.routing import RouterClient
-from eagleeye_otel.settings import NatsSettings
+from tests.e2e.test_fault_nats_harness import Load, Reply, RouterProcess, Sample, Sampler
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -50,28 +38,6 @@ would add about 7 MiB in the 10 s."""
 ENGINE_RSS_BOUND_BYTES = 32 * 2**20
 """The same for the engine core and its worker, which run none of Eagle Eye's code; torch's allocator moves
 their RSS by a few MiB (measured up to 7 MiB)."""
-METRICS_SUBJECT = "eagle_eye.metrics"
-INSTANCE_ID = "e2e-vllm"  # what ``start_vllm`` sets
-SERVED_MODEL = "tiny"
-_REPO = Path(__file__).resolve().parents[2]
-_COUNTER = re.compile(rb"^(vllm:generation_tokens_total|vllm:iteration_tokens_total_count)\{[^}]*\} (\S+)$", re.M)
-
-
-@dataclass(frozen=True)
-class Reply:
-    started: float
-    ended: float
-    status: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Sample:
-    at: float
-    generation_tokens: float
-    steps: float
-    api_rss: int
-    children_rss: int
 
 
 @dataclass
@@ -83,187 +49,8 @@ class Outage:
     replies: list[Reply] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     router: dict[str, Any] = field(default_factory=dict)
-    """The router process's report (see :func:`_router_main`)."""
+    """The router process's report (see ``test_fault_nats_harness.router_main``)."""
     log: str = ""
-
-
-# -- vLLM side: load and samples -----------------------------------------------------------------------------
-
-
-def _post_completion(server: Any, prompt: str, max_tokens: int) -> tuple[int, Any]:
-    """POST /v1/completions; the status and the decoded body (or the error text), never raising."""
-    body = json.dumps(
-        {"model": SERVED_MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True}
-    )
-    connection = http.client.HTTPConnection(server.host, server.port, timeout=120)
-    try:
-        connection.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        payload = response.read()
-    except (OSError, http.client.HTTPException) as error:
-        return -1, repr(error)
-    finally:
-        connection.close()
-    try:
-        return response.status, json.loads(payload)
-    except ValueError:
-        return response.status, payload[:500]
-
-
-def _vllm_counters(server: Any) -> tuple[float, float]:
-    """Generated tokens and engine steps (iterations) so far, from vLLM's own ``/metrics``."""
-    connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
-    try:
-        connection.request("GET", "/metrics")
-        text = connection.getresponse().read()
-    finally:
-        connection.close()
-    found = {name: float(value) for name, value in _COUNTER.findall(text)}
-    return found[b"vllm:generation_tokens_total"], found[b"vllm:iteration_tokens_total_count"]
-
-
-class _Load:
-    """``CONCURRENCY`` threads, each sending one completion after another until stopped."""
-
-    def __init__(self, server: Any) -> None:
-        self._server = server
-        self._stop = threading.Event()
-        self.replies: list[Reply] = []
-        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(CONCURRENCY)]
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            status, body = _post_completion(self._server, "A steady load on the engine", MAX_TOKENS)
-            tokens = body.get("usage", {}).get("completion_tokens", -1) if isinstance(body, dict) else -1
-            self.replies.append(Reply(started, time.monotonic(), status, tokens))
-
-    def __enter__(self) -> _Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(120)
-
-
-class _Sampler:
-    """vLLM's token and step counters (its own ``/metrics``) and the RSS of its processes, every 0.2 s."""
-
-    def __init__(self, server: Any) -> None:
-        self._server = server
-        self._api = psutil.Process(server.pid)
-        self._stop = threading.Event()
-        self.samples: list[Sample] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_EVERY_S):
-            try:
-                tokens, steps = _vllm_counters(self._server)
-            except (OSError, http.client.HTTPException, KeyError):
-                continue  # a late sample only widens a window (see _per_second)
-            children = 0
-            for child in self._api.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    children += child.memory_info().rss
-            self.samples.append(Sample(time.monotonic(), tokens, steps, self._api.memory_info().rss, children))
-
-    def __enter__(self) -> _Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-# -- the router, in a process of its own ---------------------------------------------------------------------
-
-
-async def _router_main(url: str) -> None:
-    """Follow the engine with a RouterClient; stdin says when NATS was killed, stdout gets one JSON report.
-
-    After ``KILLED <t>`` it notes the seq it holds and then the first state it accepts after ``t + 0.5``:
-    nothing can arrive from a server killed half a second ago, so that is the first message after NATS returned.
-    Every poll also records how long this thread has waited for a CPU so far (the kernel's schedstat), so that
-    the scheduling delay of a crowded machine can be told apart from Eagle Eye's own. ``STOP`` prints the report
-    and ends. It also notes when OTLP payloads from the plugin's metric exporter arrive.
-    """
-    router = RouterClient(nats_settings=NatsSettings(servers=(url,)))
-    await router.start()
-    metrics_at: list[float] = []
-
-    async def on_metrics(msg: Any) -> None:
-        metrics_at.append(time.monotonic())
-
-    async def on_error(error: Exception) -> None:
-        pass  # refused connections while NATS is down: expected
-
-    nc = await nats.connect(
-        url, name="e2e-metrics-watcher", reconnect_time_wait=0.1, max_reconnect_attempts=-1, error_cb=on_error
-    )
-    await nc.subscribe(METRICS_SUBJECT, cb=on_metrics)
-    loop = asyncio.get_running_loop()
-    commands: asyncio.Queue[str] = asyncio.Queue()
-    threading.Thread(target=_read_lines, args=(sys.stdin, loop, commands), daemon=True).start()
-    print("READY", flush=True)
-    report: dict[str, Any] = {"cpu_wait": []}
-    killed_at: float | None = None
-    with open("/proc/thread-self/schedstat", "rb", buffering=0) as schedstat:
-        while True:
-            if not commands.empty():
-                command = (await commands.get()).split()
-                if command[0] == "STOP":
-                    break
-                killed_at = float(command[1])
-                held = router.get(INSTANCE_ID, 0)
-                report["seq_at_kill"] = held.message.seq if held is not None else None
-            schedstat.seek(0)
-            report["cpu_wait"].append((time.monotonic(), int(schedstat.read().split()[1]) / 1e9))
-            state = router.get(INSTANCE_ID, 0)
-            if killed_at is not None and "fresh_at" not in report and state and state.received_at > killed_at + 0.5:
-                report |= {"fresh_at": state.received_at, "fresh_seq": state.message.seq}
-            await asyncio.sleep(0.01)
-    report["metrics_at"] = metrics_at
-    await nc.close()
-    await router.close()
-    print(json.dumps(report), flush=True)
-
-
-def _read_lines(stream: IO[str], loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
-    for line in stream:
-        loop.call_soon_threadsafe(queue.put_nowait, line)
-
-
-class _RouterProcess:
-    def __init__(self, url: str) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.test_fault_nats_outage", "--router", url],
-            cwd=_REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._process.stdout is not None and self._process.stdout.readline().strip() == "READY"
-
-    def send(self, line: str) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.write(line + "\n")
-        self._process.stdin.flush()
-
-    def report(self) -> dict[str, Any]:
-        self.send("STOP")
-        out, _ = self._process.communicate(timeout=30)
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-        return result
-
-    def kill(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
 
 
 # -- the scenario --------------------------------------------------------------------------------------------
@@ -271,9 +58,12 @@ class _RouterProcess:
 
 def _scenario(server: Any, nats_server: EmbeddedNatsServer) -> Outage:
     out = Outage()
-    router = _RouterProcess(nats_server.url)
+    router = RouterProcess(nats_server.url)
     try:
-        with _Load(server) as load, _Sampler(server) as sampler:
+        with (
+            Load(server, concurrency=CONCURRENCY, max_tokens=MAX_TOKENS) as load,
+            Sampler(server, every=SAMPLE_EVERY_S) as sampler,
+        ):
             _until(lambda: len(load.replies) >= CONCURRENCY, "first completions", 60)
             time.sleep(3.0)  # NATS up, steady state
             assert nats_server.pid is not None
@@ -434,7 +224,3 @@ def _per_second(o: Outage, counter: str) -> list[float]:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f}"
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--router"]:
-    asyncio.run(_router_main(sys.argv[2]))
