@@ -158,7 +158,10 @@ class DcmiSource:
                 self._reading(self._chips[key], DeviceStatus.HUNG, self.listing_hung) for key in sorted(self._chips)
             )
         self.listing_hung = None
-        readings = [self._read_in_time(self._chips.setdefault(key, _Chip(*key))) for key in sorted(listed)]
+        chips = [self._chips.setdefault(key, _Chip(*key)) for key in sorted(listed)]
+        reads = [((chip.card_id, chip.device_id), functools.partial(self._read_chip, chip)) for chip in chips]
+        outcomes = self._caller.call_all(reads)
+        readings = list(map(self._outcome_reading, chips, outcomes))
         for key, chip in self._chips.items():
             if key in unreadable:
                 readings.append(self._reading(chip, DeviceStatus.ERROR, unreadable[key]))
@@ -188,12 +191,13 @@ class DcmiSource:
             listed.update((card_id, device_id) for device_id in range(count))
         return listed, unreadable
 
-    def _read_in_time(self, chip: _Chip) -> NpuReading:
-        """:meth:`_read_chip` on the worker, under the deadline; a chip whose call hangs is reported ``hung``."""
-        try:
-            return self._caller.call((chip.card_id, chip.device_id), functools.partial(self._read_chip, chip))
-        except CallTimedOut as hung:
-            return self._reading(chip, DeviceStatus.HUNG, str(hung))
+    def _outcome_reading(self, chip: _Chip, outcome: NpuReading | BaseException) -> NpuReading:
+        """What :meth:`_read_chip` returned on the worker; a chip whose call hung is reported ``hung``."""
+        if isinstance(outcome, NpuReading):
+            return outcome
+        if not isinstance(outcome, CallTimedOut):
+            raise outcome  # _read_chip reports every DCMI error itself: this is a bug, for the sweep to log
+        return self._reading(chip, DeviceStatus.HUNG, str(outcome))
 
     @property
     def stuck(self) -> dict[str, str]:

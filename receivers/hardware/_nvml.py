@@ -273,17 +273,18 @@ class NvmlSource:
         with self._lock:
             if self._closed:
                 raise RuntimeError("NvmlSource is closed")
-            return tuple(self._read_in_time(device) for device in self._devices)
+            reads = [(device.index, functools.partial(self._read, device)) for device in self._devices]
+            outcomes = self._caller.call_all(reads)
+            return tuple(map(self._reading, self._devices, outcomes))
 
-    def _read_in_time(self, device: DeviceState) -> GpuReading:
-        """:meth:`_read` on the worker, under the deadline; a GPU whose call hangs is reported ``hung``."""
-        try:
-            return self._caller.call(device.index, functools.partial(self._read, device))
-        except CallTimedOut as hung:
-            self._set_status(device, DeviceStatus.HUNG, str(hung))
-            return GpuReading(
-                identity=device.identity, status=DeviceStatus.HUNG, detail=str(hung), **self._xids(device)
-            )
+    def _reading(self, device: DeviceState, outcome: GpuReading | BaseException) -> GpuReading:
+        """What :meth:`_read` returned on the worker; a GPU whose call hung is reported ``hung``."""
+        if isinstance(outcome, GpuReading):
+            return outcome
+        if not isinstance(outcome, CallTimedOut):
+            raise outcome  # _read reports every driver error itself: this is a bug, for the collection to log
+        self._set_status(device, DeviceStatus.HUNG, str(outcome))
+        return GpuReading(identity=device.identity, status=DeviceStatus.HUNG, detail=str(outcome), **self._xids(device))
 
     def _xids(self, device: DeviceState) -> dict[str, Any]:
         device_id = device.identity.id

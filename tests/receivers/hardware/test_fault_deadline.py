@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -67,3 +68,40 @@ def test_a_hung_read_parks_one_thread_and_its_key_fails_at_once_until_it_returns
 def test_the_deadline_must_be_positive():
     with pytest.raises(ValueError, match="deadline_s"):
         DeadlineCaller("TEST", deadline_s=0)
+
+
+def test_a_batch_comes_back_in_order_with_each_read_s_result_or_error(caller):
+    outcomes = caller.call_all([("a", lambda: 1), ("b", lambda: 1 / 0), ("c", lambda: 3)])
+    assert outcomes[0] == 1 and isinstance(outcomes[1], ZeroDivisionError) and outcomes[2] == 3
+    assert caller.threads == 1 and caller.stuck() == {}
+
+
+def test_a_read_that_hangs_in_a_batch_holds_up_the_reads_behind_it_once(caller):
+    release = threading.Event()
+    ran: list[str] = []
+
+    def read(key: str) -> str:
+        ran.append(key)
+        if key == "gpu-1":
+            DeadlineCaller.note("nvmlDeviceGetPowerUsage")
+            release.wait()
+        return f"{key} read"
+
+    keys = ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
+    first = caller.call_all([(key, functools.partial(read, key)) for key in keys])
+    assert first[0] == "gpu-0 read" and first[2:] == ["gpu-2 read", "gpu-3 read"]
+    assert isinstance(first[1], CallTimedOut) and first[1].call == "nvmlDeviceGetPowerUsage"
+
+    for _ in range(5):  # later sweeps: the hung GPU fails at once, the others are read, no thread is added
+        again = caller.call_all([(key, functools.partial(read, key)) for key in keys])
+        assert isinstance(again[1], CallTimedOut)
+        assert [again[0], *again[2:]] == ["gpu-0 read", "gpu-2 read", "gpu-3 read"]
+    assert ran.count("gpu-1") == 1 and ran.count("gpu-3") == 6
+    assert caller.threads == 2
+
+    release.set()
+    for _ in range(200):
+        if not caller.stuck():
+            break
+        time.sleep(0.01)
+    assert caller.call_all([("gpu-1", functools.partial(read, "gpu-1"))]) == ["gpu-1 read"]
