@@ -198,7 +198,11 @@ async def _exchange(settings: dict[str, NatsSettings]) -> dict[str, list[Any]]:
         await clients["vllm"].publish("fleet.load", b"load")
         for nc in clients.values():
             await nc.flush()
-        await asyncio.sleep(0.5)
+        # Each genuine message follows its sender's forgery, so once both arrived a forgery would have too.
+        for _ in range(500):
+            if len(got["refused"]) >= 2 and got["diagnosis"] and got["router"]:
+                break
+            await asyncio.sleep(0.02)
     finally:
         for nc in clients.values():
             await nc.close()
