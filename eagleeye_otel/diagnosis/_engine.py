@@ -6,6 +6,14 @@ hysteresis: a finding opens after its condition held for the rule's ``for`` eval
 otherwise) and resolves after it was clear for ``clear`` evaluations (default 3; 1 for events, whose ``hold`` already
 smooths them) and at least ``clear_s`` seconds. A reading that flaps around a limit therefore keeps one finding open,
 only its ``last_seen`` and evidence moving. Nothing here raises on bad input: it is counted in :attr:`stats`.
+
+A node that goes silent is not evaluated again, except for the time-dependent rules that hold a finding on it (an
+event's hold runs out): its other findings stay as they were, open or pending. Only when the node cap is full and a
+new node arrives does the telemetry forget the nodes silent for ``Limits.node_idle_s``; their findings then resolve
+at the next evaluation (``resolved_at`` the time they were forgotten, evidence ``silent_s``: how long the node had
+been silent), because nothing would ever update or resolve them and keeping them would let made-up nodes grow the
+engine without bound. Their pending counts and anomaly baselines go with them. A node that keeps reporting is never
+forgotten, so none of its findings is lost.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class EngineStats:
     """Payloads that did not decode, snapshot entries that did not parse."""
     dropped: int = 0
     """Nodes, devices, series or events not kept because a cap was reached."""
+    forgotten: int = 0
+    """Nodes forgotten after ``Limits.node_idle_s`` of silence to make room for a new node at the cap."""
     kernel_events: int = 0
     snapshots: int = 0
     evaluations: int = 0
@@ -108,11 +118,15 @@ class DiagnosisEngine:
         self.knowledge = load_knowledge_base() if knowledge is None else knowledge
         self._clock = clock
         self._hysteresis = hysteresis
-        self._telemetry = Telemetry(limits, self.knowledge.history_metrics, self.knowledge.longest_window_s)
+        self._telemetry = Telemetry(
+            limits, self.knowledge.history_metrics, self.knowledge.longest_window_s, on_forget=self._forget
+        )
         self._timed = tuple(rule for rule in self.knowledge.rules if rule.time_dependent)
         self._trackers: dict[tuple[str, str], dict[tuple[str | None, str], _Tracker]] = {}
         self._memory: dict[tuple[str, str], Memory] = {}
         self._held: set[str] = set()
+        self._forgotten: list[Finding] = []
+        """Findings of forgotten nodes, resolved, for the next evaluation to report."""
         self._stats = EngineStats()
         self._lock = threading.Lock()
         self._failures = LogLimiter(_logger)
@@ -122,7 +136,10 @@ class DiagnosisEngine:
         """What was ingested and evaluated so far, and how many findings are active."""
         with self._lock:
             active = sum(1 for t in self._all_trackers() if t.finding is not None)
-            return dataclasses.replace(self._stats, dropped=self._telemetry.dropped, active=active)
+            telemetry = self._telemetry
+            return dataclasses.replace(
+                self._stats, dropped=telemetry.dropped, forgotten=telemetry.forgotten, active=active
+            )
 
     @property
     def nodes(self) -> Mapping[str, NodeView]:
@@ -154,9 +171,10 @@ class DiagnosisEngine:
     def ingest_kernel_events(self, node: str, events: Iterable[KernelEvent]) -> None:
         """Take parsed kernel-log events of ``node``, each as seen now."""
         with self._lock:
-            view = self._telemetry.node(node)
+            now = self._clock()
+            view = self._telemetry.node(node, now)
             if view is not None:
-                self._stats.kernel_events += self._telemetry.ingest_events(view, events, self._clock())
+                self._stats.kernel_events += self._telemetry.ingest_events(view, events, now)
 
     def ingest_kernel_log(self, node: str, lines: Iterable[str]) -> KernelLogCounts:
         """Parse kernel-log lines (dmesg, ``/dev/kmsg``, syslog or journal text) of ``node`` and take their events.
@@ -179,10 +197,11 @@ class DiagnosisEngine:
             elif (announced := gpu_announcement(line)) is not None:
                 uuids[announced[0]] = announced[1]
         with self._lock:
-            view = self._telemetry.node(node)
+            now = self._clock()
+            view = self._telemetry.node(node, now)
             if view is not None:
                 view.gpu_uuids.update(uuids)
-                self._stats.kernel_events += self._telemetry.ingest_events(view, events, self._clock())
+                self._stats.kernel_events += self._telemetry.ingest_events(view, events, now)
         return KernelLogCounts(count, len(events), malformed)
 
     def ingest_snapshot(self, snapshot: Mapping[str, Any]) -> None:
@@ -199,9 +218,10 @@ class DiagnosisEngine:
             self._stats.snapshots += 1
             self._stats.malformed += content.skipped
             self._stats.points += ingest_request(self._telemetry, content.request, now)
-            view = self._telemetry.node(content.node)
+            view = self._telemetry.node(content.node, now)
             if view is None:
                 return
+            view.updated_at = now
             for device_id, status in content.statuses.items():
                 device = view.devices.get(device_id)
                 if device is not None and status != "ok":
@@ -217,6 +237,8 @@ class DiagnosisEngine:
         with self._lock:
             now = self._clock()
             changes = _Changes(now)
+            changes.resolved.extend(self._forgotten)
+            self._forgotten.clear()
             held: set[str] = set()
             for node in self._telemetry.nodes.values():
                 if node.dirty:
@@ -241,6 +263,18 @@ class DiagnosisEngine:
         with self._lock:
             findings = [t.finding for t in self._all_trackers() if t.finding is not None]
         return sorted(findings, key=Finding.sort_key)
+
+    def _forget(self, node: NodeView, now: float) -> None:
+        """The telemetry forgets ``node`` (silent for ``node_idle_s``): resolve its findings, drop the rest."""
+        silent_s = now - node.updated_at
+        self._held.discard(node.name)
+        for rule in self.knowledge.rules:
+            key = (node.name, rule.id)
+            self._memory.pop(key, None)
+            for tracker in self._trackers.pop(key, {}).values():
+                if tracker.finding is not None:
+                    evidence = {**tracker.finding.evidence, "silent_s": silent_s}
+                    self._forgotten.append(msgspec.structs.replace(tracker.finding, evidence=evidence, resolved_at=now))
 
     def _all_trackers(self) -> Iterable[_Tracker]:
         for trackers in self._trackers.values():

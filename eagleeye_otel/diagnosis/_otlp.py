@@ -50,7 +50,7 @@ def ingest_request(telemetry: Telemetry, request: ExportMetricsServiceRequest, n
             if len(name) > _MAX_TEXT:
                 telemetry.dropped += 1
                 continue
-            view = telemetry.node(name)
+            view = telemetry.node(name, now)
             if view is None:
                 continue
             view.seq += 1

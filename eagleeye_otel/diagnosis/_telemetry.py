@@ -12,14 +12,16 @@ published again at once) from a week-old one (long expired, so no stale finding 
 event when it reads it, so both diagnoses, the one that saw the count grow and the restarted one, agree within one
 collection period; no state survives the diagnosis, and none needs to. Memory is bounded: nodes,
 devices per node, series per device and event keys per node are capped and what does not fit is counted in
-``dropped``.
+``dropped``. Made-up node names cannot hold the node cap for good: while it is full, a new node makes room by
+forgetting the nodes silent for ``Limits.node_idle_s`` (:meth:`Telemetry.node`).
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -62,6 +64,10 @@ class Limits:
     history: int = 64
     """Samples kept per series that a rule needs the history of (the others keep their last value); they are
     spaced so that they span the longest window a rule looks back over, with a margin."""
+    node_idle_s: float = 600.0
+    """Seconds without an update after which a node may be forgotten, only to make room for a new node while the
+    node cap is full. A monitor exports every second, so ten minutes of silence means the node (or its monitor) is
+    gone; a flood of made-up node names then keeps real nodes out for ten minutes at most, not for good."""
 
 
 DEFAULT_LIMITS: Final = Limits()
@@ -231,6 +237,7 @@ class Telemetry:
         history_metrics: metrics some rule needs the recent history of (counter rates); the others keep only
             their latest value.
         history_span_s: how far back the rules look (their longest window).
+        on_forget: called with each node view forgotten to make room, and the time, before the view is gone.
     """
 
     def __init__(
@@ -238,23 +245,44 @@ class Telemetry:
         limits: Limits = DEFAULT_LIMITS,
         history_metrics: frozenset[str] = frozenset(),
         history_span_s: float = 0.0,
+        on_forget: Callable[[NodeView, float], None] | None = None,
     ) -> None:
         self.limits = limits
         self.nodes: dict[str, NodeView] = {}
         self.dropped = 0
         """Points, devices, events or nodes not kept because a cap was reached."""
+        self.forgotten = 0
+        """Nodes forgotten after ``limits.node_idle_s`` of silence to make room for a new one."""
         self._history_metrics = history_metrics
         self._spacing = history_span_s * 1.25 / max(limits.history - 1, 1)
+        self._on_forget = on_forget
+        self._next_sweep = -math.inf
 
-    def node(self, name: str) -> NodeView | None:
-        """The view of ``name``, made on first sight; None (and counted) when the node cap is reached."""
+    def node(self, name: str, now: float) -> NodeView | None:
+        """The view of ``name``, made on first sight at ``now``; None (and counted) when the node cap is reached.
+
+        At the cap, a new node first makes room by forgetting the nodes whose last update is ``node_idle_s`` old;
+        it is dropped only when none is.
+        """
         view = self.nodes.get(name)
         if view is None:
-            if len(self.nodes) >= self.limits.nodes:
+            if len(self.nodes) >= self.limits.nodes and not self._make_room(now):
                 self.dropped += 1
                 return None
-            view = self.nodes[name] = NodeView(name)
+            view = self.nodes[name] = NodeView(name, updated_at=now)
         return view
+
+    def _make_room(self, now: float) -> bool:
+        """Forget idle nodes, at most once per tenth of ``node_idle_s`` while full: a flood costs O(1) a message."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.limits.node_idle_s / 10
+            cutoff = now - self.limits.node_idle_s
+            for view in [view for view in self.nodes.values() if view.updated_at < cutoff]:
+                if self._on_forget is not None:
+                    self._on_forget(view, now)
+                del self.nodes[view.name]
+                self.forgotten += 1
+        return len(self.nodes) < self.limits.nodes
 
     def ingest_events(self, node: NodeView, events: Iterable[KernelEvent], now: float) -> int:
         """Record parsed kernel-log events, each seen at ``now``; returns how many were recorded."""
@@ -270,7 +298,7 @@ class Telemetry:
                 message=event.message,
                 uptime_s=event.timestamp,
             )
-        node.dirty = True
+        node.updated_at, node.dirty = now, True
         return recorded
 
     def record_event(
