@@ -128,7 +128,7 @@ def test_the_kubernetes_configuration_adds_pod_attributes_and_scrapes_eagle_eye_
     assert all("prometheusremotewrite" not in p["exporters"] for p in pipelines.values())
 
     attributes = config["processors"]["k8sattributes"]
-    # Limited to one namespace: a namespaced Role is enough (tests/deploy/test_helm_components.py checks the chart's Role).
+    # Limited to one namespace: a namespaced Role is enough (the chart's Role: tests/deploy/test_helm_components.py).
     assert attributes["filter"] == {"namespace": "${env:K8S_NAMESPACE:-default}"}
     metadata = set(attributes["extract"]["metadata"])
     assert {"k8s.namespace.name", "k8s.pod.name", "k8s.node.name", "k8s.deployment.name"} <= metadata
