@@ -47,7 +47,7 @@ instances costs at most a few hundred MiB."""
 
 _FLUSH_TIMEOUT_S = 2
 _START_DEADLINE_S = 15.0
-"""Longest start() waits for NATS: three tries of a 2 s connect timeout and a 1 s pause fit well within it."""
+"""Longest start() waits for NATS: three tries of a 2 s connect timeout and a pause of at most 0.5 s fit within it."""
 _Entry = tuple[RoutingMessage, float]
 """What the view stores per (instance, engine): the message and the client clock when it was accepted."""
 

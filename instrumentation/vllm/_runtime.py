@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.exporters.nats import RoutingPublisher
+from eagleeye_otel.instrumentation.vllm._logging import follow_vllm_logging
 from eagleeye_otel.instrumentation.vllm._metrics_recorder import shared_metrics_recorder
 from eagleeye_otel.receivers.hardware import instrument_system_metrics, register_cgroup_metrics
 from eagleeye_otel.sdk import PipelineSettings, build_meter_provider, claim_ownership, shutdown_meter_provider
@@ -84,6 +85,7 @@ def use_meter_provider(provider: metrics.MeterProvider | None) -> None:
 
 
 def _create() -> PluginRuntime | None:
+    follow_vllm_logging()
     if not claim_ownership():
         _logger.debug("Eagle Eye stays off in process %d: a parent process owns it", os.getpid())
         return None

@@ -2,7 +2,7 @@
 
 One scenario runs once per module (one vLLM start): a closed-loop load of concurrent completions; vLLM's own
 ``/metrics`` and the RSS of its processes sampled every 0.2 s; a real :class:`RouterClient` in a process of its
-own, so that the load threads here cannot delay what it sees (the parts are in ``test_fault_nats_harness.py``).
+own, so that the load threads here cannot delay what it sees (the parts are in ``fault_nats_harness.py``).
 ``nats-server`` gets SIGKILL, stays down for 10 s and comes back on the same port. The tests then check one
 guarantee each. Nothing here compares timings between runs (that is ``bench/bench_nats_outage.py``); the one
 timing bound is the specified 1 s for routers to see fresh state after NATS returns.
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
-from tests.e2e.test_fault_nats_harness import Load, Reply, RouterProcess, Sample, Sampler
+from tests.e2e.fault_nats_harness import Load, Reply, RouterProcess, Sample, Sampler
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -49,7 +49,7 @@ class Outage:
     replies: list[Reply] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     router: dict[str, Any] = field(default_factory=dict)
-    """The router process's report (see ``test_fault_nats_harness.router_main``)."""
+    """The router process's report (see ``fault_nats_harness.router_main``)."""
     log: str = ""
 
 
@@ -180,11 +180,6 @@ def test_metric_export_resumes(outage: Outage) -> None:
     assert any(at > outage.back_at for at in outage.router["metrics_at"]), "no OTLP payload after NATS returned"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vLLM's API server imports model_hosting_container_standards (SageMaker routes), which sets the "
-    "root logger to ERROR; Eagle Eye's loggers inherit it, so its warnings are dropped inside `vllm serve`",
-)
 def test_outage_is_logged_once(outage: Outage) -> None:
     """One warning per lost connection (routing publisher, metric exporter), not one per reconnect attempt."""
     assert "Traceback" not in outage.log, outage.log[-6000:]

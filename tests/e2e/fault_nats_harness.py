@@ -1,6 +1,6 @@
 """The moving parts of ``test_fault_nats_outage.py``: a steady completion load, vLLM samples, a router process.
 
-No tests here. The router runs as ``python -m tests.e2e.test_fault_nats_harness --router URL`` so that a busy
+The router runs as ``python -m tests.e2e.fault_nats_harness --router URL`` so that a busy
 test process cannot delay what it sees.
 """
 
@@ -207,7 +207,7 @@ class RouterProcess:
 
     def __init__(self, url: str) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.test_fault_nats_harness", "--router", url],
+            [sys.executable, "-m", "tests.e2e.fault_nats_harness", "--router", url],
             cwd=_REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
