@@ -236,13 +236,17 @@ class RoutingPublisher:
             self._wake_pending = False
             if not self._connected:
                 continue  # the newest state waits in its slot and goes out as a step once connected
-            now = time.monotonic()
-            for engine, message in list(self._latest.items()):
-                if message is not self._taken.get(engine):
-                    self._taken[engine] = message
-                    await self._send(message, now)
-                elif now - self._last_sent_at.get(engine, -interval) >= interval:
-                    await self._send(message, now, heartbeat=True)
+            await self._send_due(interval)
+
+    async def _send_due(self, interval: float) -> None:
+        """Send each engine's state not sent yet as a step, and a heartbeat where one is due."""
+        now = time.monotonic()
+        for engine, message in list(self._latest.items()):
+            if message is not self._taken.get(engine):
+                self._taken[engine] = message
+                await self._send(message, now)
+            elif now - self._last_sent_at.get(engine, -interval) >= interval:
+                await self._send(message, now, heartbeat=True)
 
     @property
     def _connected(self) -> bool:
@@ -282,14 +286,17 @@ class RoutingPublisher:
             self._published += 1
 
     async def _on_snapshot_request(self, request: Msg) -> None:
-        """Answer a router that just joined: re-send each engine's last message to its reply subject.
+        """Answer a router that just joined: each engine's newest state, to its reply subject.
 
-        The replies repeat messages already sent (same ``seq``), so a router that also saw the original on
-        the routing subject keeps its view in order. A newer state that is not sent yet follows at once.
+        What is due goes out on the routing subject first (a state not sent yet, or a heartbeat), so that the
+        reply never hands a router state older than what the engine already offered: after an outage the last
+        message sent can be many seconds old. The replies then repeat messages already sent (same ``seq``), so a
+        router that also saw the original on the routing subject keeps its view in order.
         """
         nc = self._nc
         if nc is None or not request.reply:
             return
+        await self._send_due(self._routing.heartbeat_interval)
         for message in list(self._sent.values()):
             try:
                 await nc.publish(request.reply, self._encoder.encode(message))

@@ -139,7 +139,9 @@ async def test_after_stop_inline_the_callback_takes_over(
 async def test_a_router_client_ingests_inline_on_its_own_connection(
     nats_server: EmbeddedNatsServer, sender: Client, eventually: Callable[..., Awaitable[None]]
 ) -> None:
-    async with RouterClient(nats_settings=NatsSettings(servers=(nats_server.url,)), subject=SUBJECT) as client:
+    settings = NatsSettings(servers=(nats_server.url,))
+    # Its own snapshot subject: a publisher of another test still reconnecting to this port must not answer.
+    async with RouterClient(nats_settings=settings, subject=SUBJECT, snapshot_subject=f"{SUBJECT}.snapshot") as client:
         connection = client._nc
         assert isinstance(connection, InlineDeliveryClient)
         assert connection._inline, "the routing subscription is delivered inline"
