@@ -152,14 +152,11 @@ def test_a_secret_and_its_file_together_are_refused(variable: str, tmp_path: Pat
     assert "from-the-env" not in str(caught.value) and "from-the-file" not in str(caught.value)
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "unreadable", "empty", "binary", "huge"])
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "binary", "huge"])
 def test_an_unusable_secret_file_names_the_variable_and_hides_the_content(case: str, tmp_path: Path) -> None:
     path = tmp_path / "password"
     if case == "directory":
         path.mkdir()
-    elif case == "unreadable":
-        path.write_text("hunter2")
-        path.chmod(0)
     elif case == "empty":
         path.write_text(" \n")
     elif case == "binary":
@@ -167,15 +164,8 @@ def test_an_unusable_secret_file_names_the_variable_and_hides_the_content(case: 
     elif case == "huge":
         path.write_text("hunter2" * 20_000)
     env = {"EAGLEEYE_NATS_USER": "u", "EAGLEEYE_NATS_PASSWORD_FILE": str(path)}
-    if case == "unreadable" and os.access(path, os.R_OK):  # root reads anything
-        path.chmod(0o600)
-        pytest.skip("running as root: every file is readable")
-    try:
-        with pytest.raises(ConfigError) as caught:
-            Settings.from_env(env)
-    finally:
-        if path.is_file():
-            path.chmod(0o600)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
     assert caught.value.setting == "EAGLEEYE_NATS_PASSWORD_FILE"
     assert str(path) in str(caught.value)
     assert "hunter2" not in str(caught.value) and caught.value.__cause__ is None and caught.value.__context__ is None
