@@ -3,8 +3,9 @@
 One scenario runs once per module (one vLLM start): a closed-loop load of concurrent completions; vLLM's own
 ``/metrics`` and the RSS of its processes sampled every 0.2 s; a real :class:`RouterClient` in a process of its
 own, so that the load threads here cannot delay what it sees (the parts are in ``fault_nats_harness.py``).
-``nats-server`` gets SIGKILL, stays down for 10 s and comes back on the same port. The tests then check one
-guarantee each. Nothing here compares timings between runs (that is ``bench/bench_nats_outage.py``); the one
+``nats-server`` gets SIGKILL, stays down for 10 s and comes back on the same port. All along, the plugin also
+pushes OTLP to a collector that is down for the whole run (a closed port), so the same guarantees hold for a
+collector outage. The tests then check one guarantee each. Nothing here compares timings between runs (that is ``bench/bench_nats_outage.py``); the one
 timing bound is the specified 1 s for routers to see fresh state after NATS returns.
 """
 
@@ -97,7 +98,8 @@ def outage(start_vllm: Callable[..., Any]) -> Iterator[Outage]:
             "nats-outage",
             EAGLEEYE_NATS_URL=nats_server.url,
             EAGLEEYE_HEARTBEAT_INTERVAL="0.5",
-            OTEL_METRICS_EXPORTER="prometheus,eagle_eye_nats",
+            OTEL_METRICS_EXPORTER="prometheus,eagle_eye_nats,otlp",
+            OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=f"http://127.0.0.1:{free_port()}",  # a collector that is down
             OTEL_METRIC_EXPORT_INTERVAL="1000",
             OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
             OTEL_EXPORTER_PROMETHEUS_PORT=str(free_port()),
