@@ -5,8 +5,9 @@ One scenario runs once per module (one vLLM start): a closed-loop load of concur
 own, so that the load threads here cannot delay what it sees (the parts are in ``fault_nats_harness.py``).
 ``nats-server`` gets SIGKILL, stays down for 10 s and comes back on the same port. All along, the plugin also
 pushes OTLP to a collector that is down for the whole run (a closed port), so the same guarantees hold for a
-collector outage. The tests then check one guarantee each. Nothing here compares timings between runs (that is ``bench/bench_nats_outage.py``); the one
-timing bound is the specified 1 s for routers to see fresh state after NATS returns.
+collector outage. The tests then check one guarantee each. Nothing here compares timings between runs (that is
+``bench/bench_nats_outage.py``); the one timing bound is the specified 1 s for routers to see fresh state after
+NATS returns.
 """
 
 from __future__ import annotations
