@@ -4,9 +4,7 @@ neither retains memory beyond the caps. The service exports the counts as ``eagl
 
 from __future__ import annotations
 
-import gc
 import math
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -28,19 +26,13 @@ from eagleeye_otel.diagnosis._outputs import FindingChange, encode_message, regi
 from eagleeye_otel.routing import InstanceHealth
 from eagleeye_otel.semconv import _diagnosis as dx
 from eagleeye_otel.semconv import _hardware as hw
+from tests.helpers.clock import ManualClock
 from tests.helpers.hostile_protobuf import HOSTILE_OTLP, deep_attribute_export
+from tests.helpers.memory import retained_bytes
 
 KB = load_knowledge_base()
 NOW = 1_800_000_000.0
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- well-formed exports of any content ----------------------------------------------------------------------
@@ -154,7 +146,7 @@ def exports(draw: st.DrawFn) -> ExportMetricsServiceRequest:
 def test_any_well_formed_export_is_taken_in_and_its_findings_reach_routers(
     requests: list[ExportMetricsServiceRequest], serialized: bool
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     engine = DiagnosisEngine(KB, clock=clock, hysteresis=False)
     for request in requests:
         engine.ingest_otlp(request.SerializeToString() if serialized else request)
@@ -174,7 +166,7 @@ def test_corrupted_exports_are_counted_never_raised(request: ExportMetricsServic
     payload = bytearray(request.SerializeToString() or b"\x0a")
     for position, value in flips:
         payload[position % len(payload)] = value
-    engine = DiagnosisEngine(KB, clock=Clock())
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW))
     engine.ingest_otlp(bytes(payload))
     engine.evaluate()
     assert engine.stats.payloads == 1
@@ -183,7 +175,7 @@ def test_corrupted_exports_are_counted_never_raised(request: ExportMetricsServic
 
 @pytest.mark.parametrize("payload", HOSTILE_OTLP.values(), ids=HOSTILE_OTLP.keys())
 def test_hostile_payloads_are_counted_as_malformed(payload: bytes) -> None:
-    engine = DiagnosisEngine(KB, clock=Clock())
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW))
     assert engine.ingest_otlp(payload) == 0
     assert (engine.stats.payloads, engine.stats.malformed) == (1, 1)
     assert engine.nodes == {}
@@ -211,7 +203,7 @@ def _gauge(name: str, *points: tuple[float, dict[str, str]], delta_sum: bool = F
 def test_a_huge_repeated_field_keeps_only_what_the_caps_allow() -> None:
     """200,000 points without a device in one export: the node's own series are capped like a device's."""
     limits = Limits(series_per_device=1024)
-    engine = DiagnosisEngine(KB, clock=Clock(), limits=limits)
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW), limits=limits)
     points = [(1.0, {"series": str(i)}) for i in range(200_000)]
     payload = _request(_gauge("made.up", *points)).SerializeToString()
     assert engine.ingest_otlp(payload) == 1024
@@ -220,7 +212,7 @@ def test_a_huge_repeated_field_keeps_only_what_the_caps_allow() -> None:
 
 
 def test_series_of_a_device_at_its_cap_leave_nothing_behind() -> None:
-    engine = DiagnosisEngine(KB, clock=Clock(), limits=Limits(series_per_device=4))
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW), limits=Limits(series_per_device=4))
     engine.ingest_otlp(_request(*(_gauge(f"metric.{i}", (1.0, {hw.HW_ID: "GPU-1"})) for i in range(100))))
     device = engine.nodes["gpu-node-1"].devices["GPU-1"]
     assert len(device.series) == 4  # no empty table per rejected metric name
@@ -228,7 +220,7 @@ def test_series_of_a_device_at_its_cap_leave_nothing_behind() -> None:
 
 
 def test_values_that_are_not_finite_are_dropped_and_do_not_poison_a_total() -> None:
-    engine = DiagnosisEngine(KB, clock=Clock())
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW))
     errors = {hw.HW_ID: "GPU-1", hw.HW_TYPE: "gpu"}
     for value in (2.0, math.nan, math.inf, 3.0):
         engine.ingest_otlp(_request(_gauge(hw.HW_ERRORS, (value, errors), delta_sum=True)))
@@ -239,7 +231,7 @@ def test_values_that_are_not_finite_are_dropped_and_do_not_poison_a_total() -> N
 
 def test_an_infinite_xid_count_is_dropped_not_a_malformed_payload() -> None:
     """It used to raise OverflowError half-way through the export, losing the rest of it."""
-    engine = DiagnosisEngine(KB, clock=Clock(), hysteresis=False)
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW), hysteresis=False)
     xid = {hw.HW_ID: "GPU-1", hw.HW_TYPE: "gpu", hw.EAGLEEYE_HW_GPU_XID_CODE: "79"}
     temperature = {hw.HW_ID: "GPU-1", hw.HW_TYPE: "gpu", hw.HW_SENSOR_LOCATION: "die"}
     request = _request(_gauge(hw.EAGLEEYE_HW_GPU_XID, (math.inf, xid)), _gauge(hw.HW_TEMPERATURE, (50.0, temperature)))
@@ -251,7 +243,7 @@ def test_an_infinite_xid_count_is_dropped_not_a_malformed_payload() -> None:
 @pytest.mark.parametrize("where", ["node", "metric", "attribute-key", "attribute-value", "device"])
 def test_names_over_256_characters_are_dropped(where: str) -> None:
     long = "x" * 257
-    engine = DiagnosisEngine(KB, clock=Clock())
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW))
     attributes = {hw.HW_ID: long if where == "device" else "GPU-1", "k": "v"}
     if where.startswith("attribute"):
         attributes = {
@@ -265,30 +257,16 @@ def test_names_over_256_characters_are_dropped(where: str) -> None:
 
 
 def test_too_many_series_attributes_are_dropped() -> None:
-    engine = DiagnosisEngine(KB, clock=Clock())
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW))
     attributes = {hw.HW_ID: "GPU-1", **{f"k{i}": "v" for i in range(17)}}
     assert engine.ingest_otlp(_request(_gauge(hw.HW_TEMPERATURE, (1.0, attributes)))) == 0
     assert engine.stats.dropped == 1
 
 
-def _retained(feed: Callable[[bytes], object], payloads: list[bytes]) -> int:
-    for payload in payloads[:200]:
-        feed(payload)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for payload in payloads:
-            feed(payload)
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-
-
 def test_a_hostile_flood_retains_no_memory() -> None:
     """10,000 hostile exports after the caps are reached: what is held no longer grows."""
-    engine = DiagnosisEngine(KB, clock=Clock(), limits=Limits(nodes=4, devices_per_node=4, series_per_device=8))
+    limits = Limits(nodes=4, devices_per_node=4, series_per_device=8)
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW), limits=limits)
     kinds: list[Callable[[int], bytes]] = [
         lambda i: deep_attribute_export(60 + i % 40),
         lambda i: b"\x0a" + bytes([i % 256]) * 50,
@@ -300,7 +278,7 @@ def test_a_hostile_flood_retains_no_memory() -> None:
         lambda i: _request(_gauge("m", (1.0, {hw.HW_ID: "GPU-0", "k": "x" * (257 + i)}))).SerializeToString(),
     ]
     payloads = [kinds[i % len(kinds)](i) for i in range(10_000)]
-    assert _retained(engine.ingest_otlp, payloads) < 256 * 1024
+    assert retained_bytes(engine.ingest_otlp, payloads, warmup=200) < 256 * 1024
     stats = engine.stats
     assert stats.malformed == 2 * 10_200 // len(kinds)
     assert stats.dropped > 6 * 10_000 // len(kinds)
@@ -310,7 +288,7 @@ def test_a_hostile_flood_retains_no_memory() -> None:
 
 
 def test_rejections_are_exported_as_a_counter_by_reason() -> None:
-    engine = DiagnosisEngine(KB, clock=Clock())
+    engine = DiagnosisEngine(KB, clock=ManualClock(NOW))
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     register_intake_metrics(provider, lambda: engine.stats)

@@ -20,6 +20,24 @@ INSTANCE = "pod-a"
 _decode = msgspec.json.Decoder(RoutingMessage).decode
 
 
+def message_fields(**overrides: Any) -> dict[str, Any]:
+    """The fields of a valid routing message v1 as plain data, to encode as they are or bent out of shape."""
+    fields: dict[str, Any] = {
+        "version": 1,
+        "instance": INSTANCE,
+        "model": "llama",
+        "engine": 0,
+        "timestamp": 1_700_000_000.5,
+        "seq": 1,
+        "num_requests_waiting": 0,
+        "num_requests_running": 0,
+        "kv_cache_usage": 0.0,
+        "started": 1_700_000_000.0,
+        "endpoint": "http://10.0.0.1:8000",
+    }
+    return {**fields, **overrides}
+
+
 def step(engine: int = 0, *, waiting: int = 0, running: int = 1, kv: float = 0.25) -> RoutingMessage:
     return RoutingMessage(
         version=1,

@@ -13,54 +13,30 @@ from nats.aio.client import Client
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.routing import MAX_MESSAGE_BYTES, RouterClient, RoutingMessage
 from eagleeye_otel.settings import NatsSettings
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def fields(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "version": 1,
-        "instance": "pod-a",
-        "model": "llama",
-        "engine": 0,
-        "timestamp": 1_700_000_000.5,
-        "seq": 1,
-        "num_requests_waiting": 0,
-        "num_requests_running": 0,
-        "kv_cache_usage": 0.0,
-        "started": 1_700_000_000.0,
-        "endpoint": "http://10.0.0.1:8000",
-    }
-    base.update(overrides)
-    return base
+from tests.helpers.clock import ManualClock
+from tests.helpers.routing import message_fields
 
 
 def encoded(**overrides: Any) -> bytes:
-    return msgspec.json.encode(RoutingMessage(**fields(**overrides)))
+    return msgspec.json.encode(RoutingMessage(**message_fields(**overrides)))
 
 
 def raw(**overrides: Any) -> bytes:
     """Encoded without the type, so the payload can break the schema."""
-    return msgspec.json.encode(fields(**overrides))
+    return msgspec.json.encode(message_fields(**overrides))
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def client(clock: FakeClock) -> RouterClient:
+def client(clock: ManualClock) -> RouterClient:
     return RouterClient(clock=clock)
 
 
-def test_valid_message_is_accepted(client: RouterClient, clock: FakeClock) -> None:
+def test_valid_message_is_accepted(client: RouterClient, clock: ManualClock) -> None:
     assert client.handle(encoded(seq=7, num_requests_waiting=2, kv_cache_usage=0.25))
 
     state = client.get("pod-a")
@@ -96,7 +72,7 @@ def test_unknown_fields_are_ignored(client: RouterClient) -> None:
         raw(kv_cache_usage=1.5),
         raw(num_requests_waiting=-1),
         raw(timestamp=0),
-        msgspec.json.encode({k: v for k, v in fields().items() if k != "seq"}),
+        msgspec.json.encode({k: v for k, v in message_fields().items() if k != "seq"}),
         b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
     ],
     ids=[
@@ -172,7 +148,7 @@ def test_new_started_means_restart_and_replaces(client: RouterClient) -> None:
     assert (state.message.started, state.message.seq, state.message.num_requests_running) == (2000.0, 1, 0)
 
 
-def test_lower_seq_is_accepted_once_the_held_message_is_stale(client: RouterClient, clock: FakeClock) -> None:
+def test_lower_seq_is_accepted_once_the_held_message_is_stale(client: RouterClient, clock: ManualClock) -> None:
     """A publisher that restarts without ``started`` is not locked out for good."""
     assert client.handle(encoded(started=None, seq=500))
     clock.now += 3.5
@@ -197,7 +173,7 @@ def test_engines_are_ordered_independently(client: RouterClient) -> None:
     assert client.get("pod-a", 2) is None
 
 
-def test_stale_engines_expire(client: RouterClient, clock: FakeClock) -> None:
+def test_stale_engines_expire(client: RouterClient, clock: ManualClock) -> None:
     client.handle(encoded(instance="pod-a"))
     clock.now += 2.0
     client.handle(encoded(instance="pod-b"))
@@ -216,7 +192,7 @@ def test_stale_engines_expire(client: RouterClient, clock: FakeClock) -> None:
     assert client.stats.expired == 2
 
 
-def test_age_uses_the_client_clock(client: RouterClient, clock: FakeClock) -> None:
+def test_age_uses_the_client_clock(client: RouterClient, clock: ManualClock) -> None:
     client.handle(encoded())
     clock.now += 1.25
     state = client.get("pod-a")
@@ -243,7 +219,7 @@ def test_pick_prefers_fewest_waiting_then_running_then_kv(client: RouterClient) 
     assert picked.message.instance == "cool"
 
 
-def test_pick_filters_by_model_and_skips_stale(client: RouterClient, clock: FakeClock) -> None:
+def test_pick_filters_by_model_and_skips_stale(client: RouterClient, clock: ManualClock) -> None:
     client.handle(encoded(instance="idle-old", model="llama"))
     clock.now += 2.5
     client.handle(encoded(instance="loaded", model="llama", num_requests_waiting=4))
@@ -269,7 +245,7 @@ def test_pick_spreads_exact_ties(client: RouterClient) -> None:
     assert picked == {"pod-a", "pod-b"}
 
 
-def test_view_is_bounded_against_a_flood_of_instances(clock: FakeClock) -> None:
+def test_view_is_bounded_against_a_flood_of_instances(clock: ManualClock) -> None:
     client = RouterClient(clock=clock, max_instances=100)
     for i in range(5000):
         client.handle(encoded(instance=f"fake-{i}"))
@@ -284,7 +260,7 @@ def test_view_is_bounded_against_a_flood_of_instances(clock: FakeClock) -> None:
     assert client.stats.expired == 100
 
 
-def test_known_engines_keep_updating_when_full(clock: FakeClock) -> None:
+def test_known_engines_keep_updating_when_full(clock: ManualClock) -> None:
     client = RouterClient(clock=clock, max_instances=1)
     assert client.handle(encoded(instance="pod-a", seq=1))
     assert not client.handle(encoded(instance="pod-b", seq=1))

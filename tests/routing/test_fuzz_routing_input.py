@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import gc
 import math
-import tracemalloc
 from typing import Any
 
 import msgspec
@@ -16,35 +14,18 @@ from hypothesis import strategies as st
 from eagleeye_otel.diagnosis import Finding, FindingChange, Severity, encode_message
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.routing import MAX_MESSAGE_BYTES, InstanceHealth, RouterClient, RoutingMessage
+from tests.helpers.clock import ManualClock
+from tests.helpers.memory import retained_bytes
+from tests.helpers.routing import message_fields as routing_message_fields
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NODE = "gpu-node-1"
 GPU = "GPU-0000000a-1111-2222-3333-44444444444a"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def message_fields(**overrides: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "version": 1,
-        "instance": "pod-a",
-        "model": "llama",
-        "engine": 0,
-        "timestamp": 1_700_000_000.5,
-        "seq": 1,
-        "num_requests_waiting": 0,
-        "num_requests_running": 0,
-        "kv_cache_usage": 0.0,
-        "node": NODE,
-        "devices": [GPU],
-    }
-    return {**fields, **overrides}
+    """A valid message from an engine on :data:`NODE` using :data:`GPU`."""
+    return routing_message_fields(**{"node": NODE, "devices": [GPU], **overrides})
 
 
 def finding_fields(**overrides: Any) -> dict[str, Any]:
@@ -145,7 +126,7 @@ def _check_view(client: RouterClient) -> None:
 @FUZZ
 @given(payload=st.binary(max_size=4096))
 def test_any_bytes_are_counted_never_raised(payload: bytes) -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     assert client.handle(payload) in (True, False)
     _check_accounting(client, 0)
     _check_view(client)
@@ -154,7 +135,7 @@ def test_any_bytes_are_counted_never_raised(payload: bytes) -> None:
 @FUZZ
 @given(document=json_values)
 def test_any_json_document_is_counted_never_raised(document: Any) -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     assert not client.handle(msgspec.json.encode(document))
     assert client.stats.invalid == 1
 
@@ -162,7 +143,7 @@ def test_any_json_document_is_counted_never_raised(document: Any) -> None:
 @FUZZ
 @given(overrides=_field_overrides(message_fields()))
 def test_a_message_with_any_field_replaced_or_removed_is_valid_or_counted(overrides: dict[str, Any]) -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     accepted = client.handle(_apply(message_fields(), overrides))
     _check_accounting(client, 0)
     assert accepted == (client.stats.accepted == 1)
@@ -172,7 +153,7 @@ def test_a_message_with_any_field_replaced_or_removed_is_valid_or_counted(overri
 @FUZZ
 @given(field=st.sampled_from(["timestamp", "seq", "kv_cache_usage", "engine", "started"]), token=hostile_numbers)
 def test_numbers_json_cannot_hold_or_out_of_range_are_rejected(field: str, token: bytes) -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     payload = _splice(msgspec.json.encode(message_fields(started=1.7e9)), field.encode(), token)
     client.handle(payload)
     _check_accounting(client, 0)
@@ -185,7 +166,7 @@ def test_corrupted_messages_are_counted_never_raised(flips: list[tuple[int, int]
     payload = bytearray(msgspec.json.encode(message_fields()))
     for position, value in flips:
         payload[position % len(payload)] = value
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     client.handle(bytes(payload))
     _check_accounting(client, 0)
     _check_view(client)
@@ -216,29 +197,13 @@ HOSTILE_ROUTING = {
 
 @pytest.mark.parametrize("payload", HOSTILE_ROUTING.values(), ids=HOSTILE_ROUTING.keys())
 def test_hostile_routing_payloads_are_counted(payload: bytes) -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     assert not client.handle(payload)
     stats = client.stats
     assert stats.invalid + stats.oversized == 1
     assert stats.oversized == (len(payload) > MAX_MESSAGE_BYTES)
     assert client.instances() == []
     assert client.handle(msgspec.json.encode(message_fields()))  # and the next good message gets in
-
-
-def _retained(feed: Any, payloads: list[bytes]) -> int:
-    """Bytes still allocated after feeding ``payloads`` once as warm-up and then again."""
-    for payload in payloads[:100]:
-        feed(payload)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for payload in payloads:
-            feed(payload)
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
 
 
 def _hostile_stream(count: int) -> list[bytes]:
@@ -256,9 +221,9 @@ def _hostile_stream(count: int) -> list[bytes]:
 
 
 def test_a_hostile_flood_retains_no_memory() -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     payloads = _hostile_stream(30_000)
-    assert _retained(client.handle, payloads) < 64 * 1024
+    assert retained_bytes(client.handle, payloads, warmup=100) < 64 * 1024
     stats = client.stats
     assert stats.accepted == 0
     assert stats.invalid + stats.oversized == stats.received == 30_100
@@ -271,7 +236,7 @@ def test_a_hostile_flood_retains_no_memory() -> None:
 @FUZZ
 @given(payload=st.binary(max_size=4096))
 def test_any_bytes_as_a_finding_are_counted_never_raised(payload: bytes) -> None:
-    client = RouterClient(clock=FakeClock(), follow_health=True)
+    client = RouterClient(clock=ManualClock(), follow_health=True)
     health = client._health
     assert health is not None
     accepted = health.handle(payload)  # what the diagnosis subscription does with each payload
@@ -281,7 +246,7 @@ def test_any_bytes_as_a_finding_are_counted_never_raised(payload: bytes) -> None
 @FUZZ
 @given(overrides=_field_overrides(finding_fields()))
 def test_a_finding_with_any_field_replaced_or_removed_is_taken_or_counted(overrides: dict[str, Any]) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = InstanceHealth(clock=clock)
     taken = health.handle(_apply(finding_fields(), overrides))
     assert taken != (health.invalid == 1)
@@ -305,7 +270,7 @@ HOSTILE_FINDINGS = {
 
 @pytest.mark.parametrize("payload", HOSTILE_FINDINGS.values(), ids=HOSTILE_FINDINGS.keys())
 def test_hostile_findings_are_counted(payload: bytes) -> None:
-    client = RouterClient(clock=FakeClock(), follow_health=True)
+    client = RouterClient(clock=ManualClock(), follow_health=True)
     health = client._health
     assert health is not None
     assert not health.handle(payload)
@@ -316,19 +281,19 @@ def test_hostile_findings_are_counted(payload: bytes) -> None:
 
 
 def test_a_flood_of_bad_findings_retains_no_memory() -> None:
-    health = InstanceHealth(clock=FakeClock())
+    health = InstanceHealth(clock=ManualClock())
     good = finding()
     payloads = [
         good.replace(b'"critical"', b'"level-%d"' % i) if i % 2 else b"[" * (i % 3000) + b"%d" % i
         for i in range(30_000)
     ]
-    assert _retained(health.handle, payloads) < 64 * 1024
+    assert retained_bytes(health.handle, payloads, warmup=100) < 64 * 1024
     assert health.invalid == 30_100
 
 
 def test_a_flood_of_findings_from_unknown_nodes_is_capped_and_swept_out_after_the_ttl() -> None:
     """Nobody reads the health of made-up nodes, so only a sweep can free their room for real findings."""
-    clock = FakeClock()
+    clock = ManualClock()
     health = InstanceHealth(ttl=10.0, clock=clock, max_findings=100)
     for i in range(150):
         health.handle(finding(node=f"made-up-{i}"))
@@ -341,7 +306,7 @@ def test_a_flood_of_findings_from_unknown_nodes_is_capped_and_swept_out_after_th
 
 
 def test_large_findings_are_bounded_by_bytes_as_well() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = InstanceHealth(clock=clock, max_held_bytes=100_000)
     big = [finding(node=f"n{i}", evidence={"blob": "x" * 30_000}) for i in range(5)]
     assert [health.handle(payload) for payload in big] == [True, True, True, False, False]
@@ -363,7 +328,7 @@ def test_bad_bounds_name_the_argument(argument: str, value: Any) -> None:
 def test_messages_the_router_rejects_are_not_in_its_schema() -> None:
     """The decoder is the schema: a document the JSON Schema forbids never gets into the view."""
     schema = msgspec.json.schema(RoutingMessage)["$defs"]["RoutingMessage"]
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     for field in schema["required"]:
         payload = msgspec.json.encode({k: v for k, v in message_fields().items() if k != field})
         assert not client.handle(payload)

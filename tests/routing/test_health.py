@@ -14,17 +14,10 @@ from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.instrumentation.vllm._routing_recorder import RoutingRecorder
 from eagleeye_otel.routing import DEFAULT_HEALTH_TTL, InstanceHealth, RouterClient, RoutingMessage
 from eagleeye_otel.settings import Settings
+from tests.helpers.clock import ManualClock
 
 NODE = "gpu-node-1.example.internal"
 GPU_U, GPU_V = "GPU-0000000a-1111-2222-3333-44444444444a", "GPU-0000000b-1111-2222-3333-44444444444b"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def finding(
@@ -69,7 +62,7 @@ def routing(instance: str, *, waiting: int = 0, **overrides: Any) -> bytes:
 
 
 def test_a_critical_finding_on_a_device_marks_it_and_the_node_wide_ones_mark_every_device() -> None:
-    health = InstanceHealth(clock=FakeClock())
+    health = InstanceHealth(clock=ManualClock())
     assert health.healthy(NODE, (GPU_U,))
     assert health.handle(published(finding()))
     assert not health.healthy(NODE, (GPU_U,))
@@ -85,7 +78,7 @@ def test_a_critical_finding_on_a_device_marks_it_and_the_node_wide_ones_mark_eve
 
 
 def test_warnings_are_listed_but_leave_the_engine_healthy() -> None:
-    health = InstanceHealth(clock=FakeClock())
+    health = InstanceHealth(clock=ManualClock())
     health.handle(published(finding(severity=Severity.WARNING, fault="gpu_sw_thermal_slowdown")))
     assert health.healthy(NODE, (GPU_U,))
     (listed,) = health.findings(NODE, (GPU_U,))
@@ -93,7 +86,7 @@ def test_warnings_are_listed_but_leave_the_engine_healthy() -> None:
 
 
 def test_resolution_forgets_the_finding_and_restatements_keep_it() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = InstanceHealth(clock=clock)
     health.handle(published(finding()))
     clock.now += DEFAULT_HEALTH_TTL - 1
@@ -106,7 +99,7 @@ def test_resolution_forgets_the_finding_and_restatements_keep_it() -> None:
 
 
 def test_a_finding_nobody_restates_stops_counting_after_the_ttl() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = InstanceHealth(ttl=4.0, clock=clock)
     health.handle(published(finding()))
     clock.now += 3.9
@@ -137,7 +130,7 @@ def test_a_bad_ttl_names_the_setting(ttl: Any) -> None:
 
 
 def test_pick_skips_an_engine_whose_device_has_a_critical_finding_until_it_resolves() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     client = RouterClient(clock=clock, follow_health=True)
     client.handle(routing("pod-u", waiting=0, node=NODE, devices=[GPU_U]))
     client.handle(routing("pod-v", waiting=5, node=NODE, devices=[GPU_V]))
@@ -156,7 +149,7 @@ def test_pick_skips_an_engine_whose_device_has_a_critical_finding_until_it_resol
 
 
 def test_pick_finds_nothing_when_every_engine_is_unhealthy() -> None:
-    client = RouterClient(clock=FakeClock(), follow_health=True)
+    client = RouterClient(clock=ManualClock(), follow_health=True)
     client.handle(routing("pod-u", node=NODE, devices=[GPU_U]))
     client._health.handle(published(finding(device=None, fault="node_down")))  # type: ignore[union-attr]
     assert client.pick() is None
@@ -164,7 +157,7 @@ def test_pick_finds_nothing_when_every_engine_is_unhealthy() -> None:
 
 
 def test_without_follow_health_findings_are_not_followed_and_states_are_healthy() -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     client.handle(routing("pod-u", node=NODE, devices=[GPU_U]))
     state = client.pick()
     assert state is not None and state.healthy and state.findings == ()
@@ -174,7 +167,7 @@ def test_without_follow_health_findings_are_not_followed_and_states_are_healthy(
 
 
 def test_old_messages_without_node_or_devices_stay_valid_and_new_ones_round_trip() -> None:
-    client = RouterClient(clock=FakeClock(), follow_health=True)
+    client = RouterClient(clock=ManualClock(), follow_health=True)
     assert client.handle(routing("old"))
     state = client.get("old")
     assert state is not None and state.message.node is None and state.message.devices == () and state.healthy
@@ -184,7 +177,7 @@ def test_old_messages_without_node_or_devices_stay_valid_and_new_ones_round_trip
 
 
 def test_too_many_devices_make_the_message_invalid() -> None:
-    client = RouterClient(clock=FakeClock())
+    client = RouterClient(clock=ManualClock())
     payload = msgspec.json.encode({**msgspec.json.decode(routing("x")), "devices": [f"GPU-{i}" for i in range(65)]})
     assert client.handle(payload) is False
     assert client.stats.invalid == 1
