@@ -51,13 +51,6 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
 
 
 @pytest.fixture
-async def sender(nats_server: EmbeddedNatsServer) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_server.url)
-    yield nc
-    await nc.close()
-
-
-@pytest.fixture
 async def router(nats_server: EmbeddedNatsServer) -> AsyncIterator[RouterClient]:
     async with RouterClient(nats_settings=settings_for(nats_server.url).nats) as client:
         yield client

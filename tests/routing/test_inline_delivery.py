@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -20,13 +19,6 @@ from tests.helpers.routing import INSTANCE, step
 pytestmark = pytest.mark.integration
 
 SUBJECT = "inline.test"
-
-
-@pytest.fixture
-async def sender(nats_server: EmbeddedNatsServer) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_server.url)
-    yield nc
-    await nc.close()
 
 
 @pytest.fixture

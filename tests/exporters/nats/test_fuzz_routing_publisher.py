@@ -5,26 +5,17 @@ counts no error and keeps publishing steps."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import nats
 import pytest
 
 from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.nats_server import EmbeddedNatsServer
-from tests.helpers.routing import Received, make_publisher, step, subscribe
+from tests.helpers.routing import Received, step, subscribe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 SNAPSHOT = "eagle_eye.routing_snapshot"
-
-
-@pytest.fixture
-def publisher(nats_server: EmbeddedNatsServer) -> Iterator[RoutingPublisher]:
-    pub = make_publisher(nats_server.url)
-    pub.start()
-    yield pub
-    pub.stop()
 
 
 def _payloads(count: int) -> list[bytes]:

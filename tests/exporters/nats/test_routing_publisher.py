@@ -9,19 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 import nats
 import pytest
 
-from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from tests.helpers.routing import Received, make_publisher, step, subscribe
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def publisher(nats_server: EmbeddedNatsServer) -> Iterator[RoutingPublisher]:
-    pub = make_publisher(nats_server.url)
-    pub.start()
-    yield pub
-    pub.stop()
 
 
 @pytest.fixture
