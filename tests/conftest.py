@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
+from tests.helpers.nats_auth import AuthServer, auth_server
+from tests.helpers.pki import Pki, make_pki
 
 
 @pytest.fixture
@@ -35,6 +37,19 @@ async def _eventually(predicate: Callable[[], bool], timeout: float = 10.0, inte
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The test PKI (:class:`~tests.helpers.pki.Pki`), made once per run."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def auth(pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuthServer]:
+    """nats-server running ``deploy/nats/eagle-eye-auth.conf`` over TLS, one password per component."""
+    with auth_server(pki, tmp_path, monkeypatch) as server:
+        yield server
 
 
 @pytest.fixture

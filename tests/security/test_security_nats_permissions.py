@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import pytest
@@ -23,25 +22,13 @@ from eagleeye_otel.errors import RouterConnectError
 from eagleeye_otel.exporters.nats import NatsMetricExporter, RoutingPublisher
 from eagleeye_otel.routing import RouterClient
 from eagleeye_otel.settings import Settings
-from tests.helpers.nats_auth import AuthServer, auth_server
-from tests.helpers.pki import Pki, make_pki
+from tests.helpers.nats_auth import AuthServer
 from tests.helpers.routing import INSTANCE, step
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 Eventually = Callable[..., Awaitable[None]]
 PUBLISHER_LOGGER = "eagleeye_otel.exporters.nats._routing_publisher"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def auth(pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuthServer]:
-    with auth_server(pki, tmp_path, monkeypatch) as server:
-        yield server
 
 
 class Errors:

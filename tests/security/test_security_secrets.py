@@ -19,7 +19,7 @@ import pytest
 
 from eagleeye_otel.nats_server import free_port
 from tests.helpers.nats_auth import AuthServer, auth_server
-from tests.helpers.pki import Pki, make_pki
+from tests.helpers.pki import Pki
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -41,11 +41,6 @@ while True:
         seq=0, num_requests_waiting=i, num_requests_running=0, kv_cache_usage=0.0))
     time.sleep(0.2)
 """
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -15,17 +15,12 @@ from eagleeye_otel.errors import RouterConnectError
 from eagleeye_otel.exporters.nats import RoutingPublisher
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from eagleeye_otel.routing import RouterClient
-from tests.helpers.pki import Pki, make_pki, tls_args
+from tests.helpers.pki import Pki, tls_args
 from tests.helpers.routing import INSTANCE, Received, make_publisher, settings_for, step, subscribe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 PUBLISHER_LOGGER = "eagleeye_otel.exporters.nats._routing_publisher"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # -- servers and clients -----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ server refused nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +18,11 @@ from eagleeye_otel.receivers.hardware._service import start_hardware_service
 from eagleeye_otel.routing import RouterClient, RoutingMessage
 from eagleeye_otel.sdk import PipelineSettings
 from eagleeye_otel.settings import HardwareSettings
-from tests.helpers.nats_auth import AuthServer, auth_server
-from tests.helpers.pki import Pki, make_pki
+from tests.helpers.nats_auth import AuthServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 NODE = "gpu-node-9"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def auth(pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AuthServer]:
-    with auth_server(pki, tmp_path, monkeypatch) as server:
-        yield server
 
 
 async def test_a_gpu_fault_reaches_the_router_through_components_that_each_hold_only_their_permissions(
