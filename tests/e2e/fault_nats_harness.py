@@ -150,8 +150,11 @@ class Sampler:
 async def router_main(url: str) -> None:
     """Follow the engine with a RouterClient; stdin says when NATS was killed, stdout gets one JSON report.
 
-    After ``KILLED <t>`` it notes the seq it holds and then the first state it accepts after ``t + 0.5``:
-    nothing can arrive from a server killed half a second ago, so that is the first message after NATS returned.
+    After ``KILLED <unix time>`` (taken once the killed server was reaped) it notes the seq it holds, and then
+    the first state it accepts whose ``timestamp`` is later: the engine made that state after the server was
+    gone, so it came through the server that replaced it. (Counting from when the router read the command
+    would not do: a router process held off the CPU can still be working through messages sent before the
+    kill.)
     Every poll also records how long this thread has waited for a CPU so far (the kernel's schedstat), so that
     the scheduling delay of a crowded machine can be told apart from Eagle Eye's own. ``STOP`` prints the report
     and ends. It also notes when OTLP payloads from the plugin's metric exporter arrive.
@@ -175,20 +178,20 @@ async def router_main(url: str) -> None:
     threading.Thread(target=_read_lines, args=(sys.stdin, loop, commands), daemon=True).start()
     print("READY", flush=True)
     report: dict[str, Any] = {"cpu_wait": []}
-    killed_at: float | None = None
+    dead_since: float | None = None
     with open("/proc/thread-self/schedstat", "rb", buffering=0) as schedstat:
         while True:
             if not commands.empty():
                 command = (await commands.get()).split()
                 if command[0] == "STOP":
                     break
-                killed_at = float(command[1])
+                dead_since = float(command[1])
                 held = router.get(INSTANCE_ID, 0)
                 report["seq_at_kill"] = held.message.seq if held is not None else None
             schedstat.seek(0)
             report["cpu_wait"].append((time.monotonic(), int(schedstat.read().split()[1]) / 1e9))
             state = router.get(INSTANCE_ID, 0)
-            if killed_at is not None and "fresh_at" not in report and state and state.received_at > killed_at + 0.5:
+            if dead_since is not None and "fresh_at" not in report and state and state.message.timestamp > dead_since:
                 report |= {"fresh_at": state.received_at, "fresh_seq": state.message.seq}
             await asyncio.sleep(0.01)
     report["metrics_at"] = metrics_at

@@ -71,8 +71,8 @@ def _scenario(server: Any, nats_server: EmbeddedNatsServer) -> Outage:
             assert nats_server.pid is not None
             os.kill(nats_server.pid, signal.SIGKILL)
             out.killed_at = time.monotonic()
-            router.send(f"KILLED {out.killed_at}")
             nats_server.stop()  # reaps it; the port stays the server's
+            router.send(f"KILLED {time.time()}")
             time.sleep(OUTAGE_S)
             nats_server.start()  # returns once the port accepts connections
             out.back_at = time.monotonic()
