@@ -42,6 +42,7 @@ from eagleeye_otel.diagnosis._settings import DiagnosisSettings
 from eagleeye_otel.environment_variables import EAGLEEYE_DIAGNOSIS_HTTP
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.sdk import PrometheusServingReader, build_metric_readers, shutdown_meter_provider
 from eagleeye_otel.settings import NatsSettings
@@ -179,7 +180,7 @@ class DiagnosisService:
         nc, self._nc = self._nc, None
         if nc is not None:
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
-                await nc.flush(timeout=max(1, int(deadline_s / 2)))
+                await flush(nc, deadline_s / 2)
             await nc.close()
         if self.http is not None:
             self.http.close()

@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 
 from eagleeye_otel.errors import ConfigError, RouterConnectError
 from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_options import connect_options, describe_nats_error, rate_limited_error_callback, redacted_urls
 from eagleeye_otel.routing._health import DEFAULT_HEALTH_TTL, InstanceHealth
 from eagleeye_otel.routing._inline import InlineDeliveryClient
@@ -163,7 +164,7 @@ class RouterClient:
 
                 self._subscriptions.append(await nc.subscribe(self._diagnosis_subject, cb=on_finding))
             await self._request_snapshot()
-            await nc.flush(_FLUSH_TIMEOUT_S)
+            await flush(nc, _FLUSH_TIMEOUT_S)  # the subscriptions exist on the server once it returns
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as error:
             servers = [url.geturl() for url in nc.servers]
             await self.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import os
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Final
 
 from nats.aio.client import Client
 
+from eagleeye_otel import nats_flush
 from eagleeye_otel.errors import EagleEyeError
 from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.settings import NatsSettings
@@ -142,8 +142,7 @@ class NatsTransport:
         """
         try:
             loop, nc = self._usable()
-            # nats-py takes whole seconds; the wait below enforces the real bound and cancels the flush.
-            self._wait(loop, nc.flush(timeout=max(1, math.ceil(timeout))), timeout)
+            self._wait(loop, nats_flush.flush(nc, timeout), timeout)
         except PublishDropped as dropped:
             _logger.debug("NATS flush did not complete: %s", dropped)
             return False
