@@ -52,6 +52,7 @@ async def router(url: str) -> None:
     import msgspec
     import nats
 
+    from eagleeye_otel.nats_flush import flush
     from eagleeye_otel.routing import RouterClient, RoutingMessage
     from eagleeye_otel.semconv import DEFAULT_ROUTING_SUBJECT
 
@@ -86,7 +87,7 @@ async def router(url: str) -> None:
             lat.append(done - state.message.timestamp)
 
     await nc.subscribe(DEFAULT_ROUTING_SUBJECT, cb=on_message)
-    await nc.flush()
+    await flush(nc)
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     c["warm_until"] = float((await loop.run_in_executor(None, sys.stdin.readline)).split()[1])

@@ -39,6 +39,7 @@ from _common import OtherLoad, calib_ns_per_iter, fmt, machine_info, print_table
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from eagleeye_otel.routing import RouterClient, RoutingMessage
 from eagleeye_otel.routing._inline import InlineDeliveryClient
@@ -145,7 +146,7 @@ async def subscribe(url: str, variant: str, n: int, instances: int) -> dict[str,
         client = RouterClient(nats_settings=NatsSettings(servers=(url,)), subject=SUBJECT, stale_after=60.0)
         await client.start()
     render_task = asyncio.create_task(_render_forever(client)) if variant == "top" and client else None
-    await nc.flush()
+    await flush(nc)
     count: Callable[[], int] = (lambda: client.stats.received) if client is not None else (lambda: counter[0])
     print("READY", flush=True)
 

@@ -15,6 +15,7 @@ import nats
 import pytest
 
 from eagleeye_otel.errors import RouterConnectError
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_options import connect_options
 from eagleeye_otel.nats_server import free_port
 from eagleeye_otel.routing import RouterClient
@@ -189,15 +190,15 @@ async def _exchange(settings: dict[str, NatsSettings]) -> dict[str, list[Any]]:
         await clients["diagnosis"].subscribe("fleet.hw.>", cb=sink("diagnosis"))
         await clients["router"].subscribe("fleet.load", cb=sink("router"))
         for nc in clients.values():
-            await nc.flush()
+            await flush(nc)
         await clients["hardware"].publish("fleet.load", b"forged")
-        await clients["hardware"].flush()
+        await flush(clients["hardware"])
         await clients["router"].publish("fleet.hw.node-a", b"forged")
-        await clients["router"].flush()
+        await flush(clients["router"])
         await clients["hardware"].publish("fleet.hw.node-a", b"batch")
         await clients["vllm"].publish("fleet.load", b"load")
         for nc in clients.values():
-            await nc.flush()
+            await flush(nc)
         # Each genuine message follows its sender's forgery, so once both arrived a forgery would have too.
         for _ in range(500):
             if len(got["refused"]) >= 2 and got["diagnosis"] and got["router"]:

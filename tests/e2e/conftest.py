@@ -26,6 +26,7 @@ import msgspec
 import nats
 import pytest
 
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.routing import RoutingMessage
 
@@ -315,7 +316,7 @@ class RoutingCollector:
                 self._received.append(Received(now, msg.data, message))
 
         await self._nc.subscribe(self._subject, cb=on_message)
-        await self._nc.flush()
+        await flush(self._nc)
 
     def stop(self) -> None:
         async def close() -> None:

@@ -19,6 +19,7 @@ import msgspec
 import nats
 import pytest
 
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.routing import MAX_MESSAGE_BYTES, RouterClient, RoutingMessage
 from eagleeye_otel.settings import NatsSettings
@@ -200,7 +201,7 @@ class TestRoutingPush:
 
             inbox = nc.new_inbox()
             await nc.subscribe(inbox, cb=on_reply)
-            await nc.flush()
+            await flush(nc)
             asked = time.monotonic()
             await nc.publish(SNAPSHOT_SUBJECT, b"", reply=inbox)
             arrived, reply = await asyncio.wait_for(replies.get(), timeout=5)
@@ -327,7 +328,7 @@ async def _late_nats_scenario(url: str, server: Any) -> tuple[float, list[Routin
             messages.append(decoder.decode(msg.data))
 
         await nc.subscribe("eagle_eye.routing_metrics", cb=on_message)
-        await nc.flush()
+        await flush(nc)
         await wait_until(lambda: bool(messages), timeout=15)
         first_after = time.monotonic() - up
         result = await asyncio.to_thread(server.complete, "Now somebody is", MAX_TOKENS)

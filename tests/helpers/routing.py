@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from eagleeye_otel.exporters.nats import RoutingPublisher
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.routing import RoutingMessage
 from eagleeye_otel.settings import Settings
 
@@ -74,7 +75,7 @@ async def subscribe(url: str, **options: Any) -> tuple[Client, Received]:
     sink = Received()
     nc = await nats.connect(url, **options)
     await nc.subscribe(SUBJECT, cb=sink.on_message)
-    await nc.flush()
+    await flush(nc)
     return nc, sink
 
 

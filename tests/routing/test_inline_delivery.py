@@ -10,6 +10,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from eagleeye_otel.routing import RouterClient
 from eagleeye_otel.routing._inline import INLINE_DELIVERY, InlineDeliveryClient
@@ -54,11 +55,11 @@ async def test_payloads_arrive_inline_in_order_and_are_counted(
     recorder = Recorder()
     subscription = await receiver.subscribe(SUBJECT, cb=recorder.on_message)
     assert receiver.deliver_inline(subscription, recorder.ingest)
-    await receiver.flush()
+    await flush(receiver)
     sent = [b"%d" % i for i in range(2000)]
     for payload in sent:
         await sender.publish(SUBJECT, payload)
-    await sender.flush()
+    await flush(sender)
 
     await eventually(lambda: len(recorder.inline) == len(sent))
     assert recorder.inline == sent
@@ -73,12 +74,12 @@ async def test_other_subscriptions_and_messages_with_headers_use_the_callback(
     subscription = await receiver.subscribe(SUBJECT, cb=inline.on_message)
     receiver.deliver_inline(subscription, inline.ingest)
     await receiver.subscribe("other.subject", cb=other.on_message)
-    await receiver.flush()
+    await flush(receiver)
 
     await sender.publish(SUBJECT, b"with-headers", headers={"k": "v"})
     await sender.publish("other.subject", b"elsewhere")
     await sender.publish(SUBJECT, b"plain")
-    await sender.flush()
+    await flush(sender)
 
     await eventually(lambda: inline.inline and inline.callback and other.callback)
     assert inline.inline == [b"plain"]
@@ -101,11 +102,11 @@ async def test_a_failing_ingest_is_logged_and_the_connection_keeps_delivering(
 
     subscription = await receiver.subscribe(SUBJECT, cb=Recorder().on_message)
     receiver.deliver_inline(subscription, ingest)
-    await receiver.flush()
+    await flush(receiver)
     with caplog.at_level(logging.WARNING):
         for payload in (b"before", b"boom", b"after"):
             await sender.publish(SUBJECT, payload)
-        await sender.flush()
+        await flush(sender)
         await eventually(lambda: len(delivered) == 2)
 
     assert delivered == [b"before", b"after"]
@@ -120,9 +121,9 @@ async def test_after_stop_inline_the_callback_takes_over(
     subscription = await receiver.subscribe(SUBJECT, cb=recorder.on_message)
     receiver.deliver_inline(subscription, recorder.ingest)
     receiver.stop_inline(subscription)
-    await receiver.flush()
+    await flush(receiver)
     await sender.publish(SUBJECT, b"late")
-    await sender.flush()
+    await flush(sender)
 
     await eventually(lambda: recorder.callback == [b"late"])
     assert recorder.inline == []
@@ -140,7 +141,7 @@ async def test_a_router_client_ingests_inline_on_its_own_connection(
         for seq in (1, 2, 3):
             await sender.publish(SUBJECT, msgspec.json.encode(msgspec.structs.replace(step(), seq=seq)))
         await sender.publish(SUBJECT, b"not json")
-        await sender.flush()
+        await flush(sender)
 
         await eventually(lambda: client.stats.received == 4)
         state = client.get(INSTANCE)

@@ -16,6 +16,7 @@ import pytest
 
 from eagleeye_otel.errors import RouterConnectError
 from eagleeye_otel.exporters.nats import RoutingPublisher
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from eagleeye_otel.routing import RouterClient
 from eagleeye_otel.settings import Settings
@@ -119,7 +120,7 @@ async def test_a_router_jwt_cannot_publish_routing_messages(operator: Operator, 
     try:
         forged = msgspec.json.encode(msgspec.structs.replace(step(waiting=666), seq=1))
         await forger.publish(ROUTING, forged)
-        await forger.flush()
+        await flush(forger)
         await eventually(lambda: any("permissions violation for publish" in e for e in errors))
         await asyncio.sleep(0.3)
         assert router.instances() == [] and router.stats.accepted == 0

@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportR
 
 from eagleeye_otel.errors import RouterConnectError
 from eagleeye_otel.exporters.nats import NatsMetricExporter, RoutingPublisher
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.routing import RouterClient
 from eagleeye_otel.settings import Settings
 from tests.helpers.nats_auth import AuthServer
@@ -108,7 +109,7 @@ async def test_the_nats_metric_exporter_publishes_otlp_as_the_vllm_user(
     reader, sink = await auth.connect("metrics-reader"), Sink()
     clients.append(reader)
     await reader.subscribe("eagle_eye.metrics", cb=sink.on_message)
-    await reader.flush()
+    await flush(reader)
     exporter = NatsMetricExporter(nats_settings=auth.nats("vllm"))
     try:
         await eventually(lambda: exporter.stats.connected)
@@ -155,7 +156,7 @@ async def test_a_credential_cannot_publish_another_components_subject(
     watcher, seen = await auth.connect(reader), Sink()
     clients.append(watcher)
     await watcher.subscribe(subject, cb=seen.on_message)
-    await watcher.flush()
+    await flush(watcher)
     router = RouterClient(nats_settings=auth.nats("router"))  # the real client, for the routing subject
     await router.start()
     errors = Errors()
@@ -165,12 +166,12 @@ async def test_a_credential_cannot_publish_another_components_subject(
     forged = msgspec.json.encode(msgspec.structs.replace(step(waiting=666), seq=1))  # valid: only NATS stops it
     try:
         await forger_nc.publish(subject, forged)
-        await forger_nc.flush()
+        await flush(forger_nc)
         await eventually(lambda: any("permissions violation for publish" in e for e in errors.seen))
         assert any(f'Publish Violation - Subject "{subject}"' in line for line in auth.violations())
 
         await genuine.publish(subject, b"genuine")
-        await genuine.flush()
+        await flush(genuine)
         await eventually(lambda: (subject, b"genuine") in seen.messages)
         assert all(data != forged for _, data in seen.messages)
         assert router.instances() == [] and router.stats.accepted == 0
@@ -199,10 +200,10 @@ async def test_subscriptions_outside_a_components_permissions_are_refused(
     )
     clients.extend([nc, publisher])
     await nc.subscribe(subject, cb=sink.on_message)
-    await nc.flush()
+    await flush(nc)
     await eventually(lambda: any("permissions violation for subscription" in e for e in errors.seen))
     await publisher.publish(subject.replace(">", "node-a"), b"private")
-    await publisher.flush()
+    await flush(publisher)
     await asyncio.sleep(0.3)
     assert sink.messages == []
     assert any("Subscription Violation" in line for line in auth.violations())

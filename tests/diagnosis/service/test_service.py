@@ -28,6 +28,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from eagleeye_otel.diagnosis import DiagnosisEngine, DiagnosisService, DiagnosisSettings, FindingChange, FindingMessage
 from eagleeye_otel.errors import ConfigError
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.sdk import PipelineSettings
 from eagleeye_otel.settings import NatsSettings
@@ -108,7 +109,7 @@ async def test_findings_reach_nats_prometheus_and_the_api_and_resolve(
 
         for _ in range(4):  # the row remap works again: three clear evaluations resolve the finding
             await client.publish(HARDWARE, hw.otlp(hw.gpu(0), hw.gpu(1), at=time.time()))
-            await client.flush()
+            await flush(client)
         await eventually(lambda: findings.of(FindingChange.RESOLVED))
         (resolved,) = findings.of(FindingChange.RESOLVED)
         assert resolved.fault == "gpu_row_remap_failure" and resolved.resolved_at is not None

@@ -33,6 +33,7 @@ from opentelemetry.sdk.metrics.export import (
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.exporters.nats import OTLP_JSON, NatsMetricExporter
 from eagleeye_otel.exporters.nats.exporter import _AutoNatsMetricExporter
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.settings import NatsSettings
 
@@ -91,7 +92,7 @@ async def inbox(nats_server: EmbeddedNatsServer) -> AsyncIterator[list[Msg]]:
 
     nc: Client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     await nc.subscribe(SUBJECT, cb=on_message)
-    await nc.flush()
+    await flush(nc)
     yield messages
     await nc.close()
 
@@ -285,7 +286,7 @@ async def test_entry_point_exporter_reads_the_environment(
 
     nc = await nats.connect(nats_server.url)
     await nc.subscribe("env.metrics", cb=on_message)
-    await nc.flush()
+    await flush(nc)
     (entry_point,) = entry_points(group="opentelemetry_metrics_exporter", name="eagle_eye_nats")
     env = {"EAGLEEYE_NATS_URL": nats_server.url, "EAGLEEYE_METRICS_SUBJECT": "env.metrics"}
     with patch.dict(os.environ, env):

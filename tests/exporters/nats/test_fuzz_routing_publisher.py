@@ -10,6 +10,7 @@ import nats
 import pytest
 
 from eagleeye_otel.exporters.nats import RoutingPublisher
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from tests.helpers.routing import Received, step, subscribe
 
@@ -42,7 +43,7 @@ async def test_hostile_snapshot_requests_get_only_the_publishers_own_state(
             reply = inbox if index % 2 == 0 else ""  # half of them with nowhere to answer
             headers = {"X-Junk": "\u00e9" * 10} if index % 3 == 0 else None
             await attacker.publish(SNAPSHOT, payload, reply=reply, headers=headers)
-        await attacker.flush()
+        await flush(attacker)
         await eventually(lambda: len(replies.messages) == len(payloads))  # two engines, every other request
         assert {(m.engine, m.num_requests_waiting) for m in replies.messages} == {(0, 4), (1, 5)}
 

@@ -21,6 +21,7 @@ from eagleeye_otel.exporters.nats._transport import (
     NatsTransport,
     PublishDropped,
 )
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.settings import NatsSettings
 
@@ -52,7 +53,7 @@ async def inbox(nats_server: EmbeddedNatsServer) -> AsyncIterator[list[Msg]]:
 
     nc: Client = await nats.connect(nats_server.url)
     await nc.subscribe(SUBJECT, cb=on_message)
-    await nc.flush()
+    await flush(nc)
     yield messages
     await nc.close()
 

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from eagleeye_otel.diagnosis import DiagnosisEngine, DiagnosisService, DiagnosisSettings, FindingMessage
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer
 from eagleeye_otel.receivers.hardware._monitor import HardwareMonitor
 from eagleeye_otel.receivers.hardware._service import HardwareService, start_hardware_service
@@ -149,7 +150,7 @@ async def pipeline(
         result.received.append(Received(time.monotonic(), msg.subject, msg.data))
 
     await recorder.subscribe("eagle_eye.>", cb=record)
-    await recorder.flush()
+    await flush(recorder)
     hardware = HardwareSettings(
         node_name=NODE, nvml_library=nvml.library, dcmi_library=dcmi_library, kernel_log=str(kernel_log)
     )

@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from eagleeye_otel.diagnosis import FindingChange, FindingMessage, Severity
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.semconv import _hardware as hw
 
@@ -128,7 +129,7 @@ async def stack(doubles: Any, tmp_path: Path) -> AsyncIterator[Stack]:
         result.received.append(Received(time.monotonic(), msg.subject, msg.data))
 
     await recorder.subscribe("eagle_eye.>", cb=record)
-    await recorder.flush()
+    await flush(recorder)
     try:
         yield result
     finally:

@@ -21,6 +21,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.semconv import _hardware as hw
 
 IDENTIFYING = {*hw.DEVICE_ATTRIBUTES, *hw.DEVICE_DESCRIPTION_ATTRIBUTES}
@@ -74,7 +75,7 @@ async def test_the_monitor_nats_and_an_otlp_decoder_agree(doubles, scenario, nat
 
     client = await nats.connect(nats_server.url)
     await client.subscribe("eagle_eye.hardware.*", cb=received)
-    await client.flush()
+    await flush(client)
     log = tmp_path / "monitor.log"
     env = {**doubles.env, "EAGLEEYE_NATS_URL": nats_server.url, "NODE_NAME": "k8s-node-1"}
     args = ["hardware-monitor", "--prometheus-host", "127.0.0.1", "--prometheus-port", "0", "--interval", "0.5"]
