@@ -34,8 +34,8 @@ __all__ = [
 CONNECT_ATTEMPT_DEADLINE_S = 10.0
 """Longest one connection attempt (every server once) may take before it is abandoned and retried."""
 
-RECONNECT_WAIT_MIN_S = 0.25
-RECONNECT_WAIT_MAX_S = 0.5
+RECONNECT_WAIT_MIN_S = 0.125
+RECONNECT_WAIT_MAX_S = 0.25
 """Bounds of the pause between two attempts to reach a server that is down (see :func:`reconnect_wait`)."""
 
 _PENDING_BYTES = 256 * 1024
@@ -77,16 +77,18 @@ def connect_options(settings: NatsSettings, *, name: str, background: bool) -> d
 
 
 def reconnect_wait() -> float:
-    """A pause between reconnect attempts, drawn at random in [0.25 s, 0.5 s] for each connection.
+    """A pause between reconnect attempts, drawn at random in [0.125 s, 0.25 s] for each connection.
 
     Why these bounds: routers must see fresh state within 1 s after NATS returns, and both the publisher and the
-    router have to reconnect for that, in parallel; a pause of at most 0.5 s leaves half the budget for the
-    handshake, the resubscription and the first message (nats-py's default, 2 s, cannot meet it). At least
-    0.25 s keeps a client to 4 attempts a second against a server that is down: each is one refused TCP
-    connect, or one ``connect_timeout`` when the host does not answer, so even a fleet of thousands adds little
-    load. Why at random: every client loses the server at the same moment, and with one fixed pause they would
-    all retry, and reconnect when it is back, in lockstep waves; periods spread over a factor of two dephase
-    them within a few attempts, so a restarted server sees its clients arrive spread over half a second.
+    router have to reconnect for that, in parallel. A pause of at most 0.25 s leaves three quarters of the budget
+    for the handshake, the resubscription, the first message and a busy host: the publisher runs inside vLLM's
+    API server, which shares its cores with the engine (nats-py's default, 2 s, cannot meet the bound; 0.5 s
+    missed it on a saturated 2-core test machine). At least 0.125 s keeps a client to 8 attempts a second
+    against a server that is down: each is one refused TCP connect, or one ``connect_timeout`` when the host does
+    not answer, so even a fleet of thousands adds little load. Why at random: every client loses the server at
+    the same moment, and with one fixed pause they would all retry, and reconnect when it is back, in lockstep
+    waves; periods spread over a factor of two dephase them within a few attempts, so a restarted server sees
+    its clients arrive spread over a quarter of a second.
     """
     return random.uniform(RECONNECT_WAIT_MIN_S, RECONNECT_WAIT_MAX_S)
 
