@@ -24,6 +24,7 @@ from eagleeye_otel.fork_guard import ForkGuard
 from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.routing import RoutingMessage
 from eagleeye_otel.settings import NatsSettings, RoutingSettings
+from eagleeye_otel.thread_names import name_os_thread
 
 __all__ = ["PublisherStats", "RoutingPublisher"]
 
@@ -158,6 +159,7 @@ class RoutingPublisher:
     # -- publisher thread ------------------------------------------------------------------------------------
 
     def _run(self, started: threading.Event) -> None:
+        name_os_thread(threading.current_thread().name)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._main = loop.create_task(self._serve())

@@ -28,6 +28,7 @@ from eagleeye_otel import nats_flush
 from eagleeye_otel.errors import EagleEyeError
 from eagleeye_otel.nats_options import connect_in_background
 from eagleeye_otel.settings import NatsSettings
+from eagleeye_otel.thread_names import name_os_thread
 
 __all__ = [
     "CLOSED",
@@ -204,6 +205,7 @@ class NatsTransport:
     # -- loop thread -----------------------------------------------------------------------------------------
 
     def _run(self, ready: threading.Event) -> None:
+        name_os_thread(threading.current_thread().name)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         stop = asyncio.Event()
