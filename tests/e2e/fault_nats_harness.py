@@ -15,7 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +29,10 @@ from eagleeye_otel.settings import NatsSettings
 
 METRICS_SUBJECT = "eagle_eye.metrics"
 INSTANCE_ID = "e2e-vllm"  # what ``start_vllm`` sets
+ROUTER_NAME = "eagle-eye-router"
+PUBLISHER_NAME = f"eagle-eye-routing:{INSTANCE_ID}"
+"""The two connections fresh state waits for after an outage, by their names in NATS monitoring."""
+_PUBLISHER_THREAD = "eagle-eye-routing-publisher"[:15]  # as the kernel keeps a thread's name
 SERVED_MODEL = "tiny"
 _REPO = Path(__file__).resolve().parents[2]
 _COUNTER = re.compile(rb"^(vllm:generation_tokens_total|vllm:iteration_tokens_total_count)\{[^}]*\} (\S+)$", re.M)
@@ -82,6 +88,27 @@ def vllm_counters(server: Any) -> tuple[float, float]:
         connection.close()
     found = {name: float(value) for name, value in _COUNTER.findall(text)}
     return found[b"vllm:generation_tokens_total"], found[b"vllm:iteration_tokens_total_count"]
+
+
+def connected_since(monitor_port: int) -> dict[str, float]:
+    """When each named client's current connection began, from nats-server's ``/connz``, as ``time.monotonic()``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/connz?limit=1024", timeout=10) as response:
+        connections = json.load(response)["connections"]
+    to_monotonic = time.monotonic() - time.time()
+    return {c["name"]: _unix_time(c["start"]) + to_monotonic for c in connections if c.get("name")}
+
+
+def listening_since(log: str) -> float:
+    """When the server last began to listen, from its log (local time to the microsecond), as ``time.monotonic()``."""
+    line = [line for line in log.splitlines() if "Listening for client connections" in line][-1]
+    stamp = " ".join(line.split()[1:3])  # [pid] 2026/11/28 16:08:16.363510 [INF] Listening ...
+    return datetime.strptime(stamp, "%Y/%m/%d %H:%M:%S.%f").timestamp() + time.monotonic() - time.time()
+
+
+def _unix_time(rfc3339: str) -> float:
+    """``2026-11-28T17:04:49.802833963Z`` (nanoseconds, which ``datetime`` does not take) as Unix time."""
+    whole, _, fraction = rfc3339.removesuffix("Z").partition(".")
+    return datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp() + float(f"0.{fraction or 0}")
 
 
 class Load:
@@ -147,7 +174,7 @@ class Sampler:
 # -- the router, in a process of its own ---------------------------------------------------------------------
 
 
-async def router_main(url: str) -> None:
+async def router_main(url: str, api_pid: int) -> None:
     """Follow the engine with a RouterClient; stdin says when NATS was killed, stdout gets one JSON report.
 
     After ``KILLED <unix time>`` (taken once the killed server was reaped) it notes the seq it holds, and then
@@ -155,9 +182,10 @@ async def router_main(url: str) -> None:
     gone, so it came through the server that replaced it. (Counting from when the router read the command
     would not do: a router process held off the CPU can still be working through messages sent before the
     kill.)
-    Every poll also records how long this thread has waited for a CPU so far (the kernel's schedstat), so that
-    the scheduling delay of a crowded machine can be told apart from Eagle Eye's own. ``STOP`` prints the report
-    and ends. It also notes when OTLP payloads from the plugin's metric exporter arrive.
+    Every poll also records how long this thread, and the routing publisher's thread in vLLM's API server
+    (``api_pid``), have waited for a CPU so far (the kernel's schedstat), so that the scheduling delay of a
+    crowded machine can be told apart from Eagle Eye's own. ``STOP`` prints the report and ends. It also notes
+    when OTLP payloads from the plugin's metric exporter arrive.
     """
     router = RouterClient(nats_settings=NatsSettings(servers=(url,)))
     await router.start()
@@ -177,9 +205,12 @@ async def router_main(url: str) -> None:
     commands: asyncio.Queue[str] = asyncio.Queue()
     threading.Thread(target=_read_lines, args=(sys.stdin, loop, commands), daemon=True).start()
     print("READY", flush=True)
-    report: dict[str, Any] = {"cpu_wait": []}
+    report: dict[str, Any] = {"cpu_wait": [], "publisher_wait": []}
     dead_since: float | None = None
-    with open("/proc/thread-self/schedstat", "rb", buffering=0) as schedstat:
+    with (
+        open("/proc/thread-self/schedstat", "rb", buffering=0) as schedstat,
+        open(_thread_schedstat(api_pid, _PUBLISHER_THREAD), "rb", buffering=0) as publisher_schedstat,
+    ):
         while True:
             if not commands.empty():
                 command = (await commands.get()).split()
@@ -188,8 +219,10 @@ async def router_main(url: str) -> None:
                 dead_since = float(command[1])
                 held = router.get(INSTANCE_ID, 0)
                 report["seq_at_kill"] = held.message.seq if held is not None else None
-            schedstat.seek(0)
-            report["cpu_wait"].append((time.monotonic(), int(schedstat.read().split()[1]) / 1e9))
+            now = time.monotonic()
+            for series, stat in (("cpu_wait", schedstat), ("publisher_wait", publisher_schedstat)):
+                stat.seek(0)
+                report[series].append((now, int(stat.read().split()[1]) / 1e9))
             state = router.get(INSTANCE_ID, 0)
             if dead_since is not None and "fresh_at" not in report and state and state.message.timestamp > dead_since:
                 report |= {"fresh_at": state.received_at, "fresh_seq": state.message.seq}
@@ -200,6 +233,14 @@ async def router_main(url: str) -> None:
     print(json.dumps(report), flush=True)
 
 
+def _thread_schedstat(pid: int, name: str) -> Path:
+    """The schedstat file of the thread of process ``pid`` called ``name``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == name:
+            return task / "schedstat"
+    raise LookupError(f"no thread {name!r} in process {pid}")
+
+
 def _read_lines(stream: IO[str], loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
     for line in stream:
         loop.call_soon_threadsafe(queue.put_nowait, line)
@@ -208,9 +249,9 @@ def _read_lines(stream: IO[str], loop: asyncio.AbstractEventLoop, queue: asyncio
 class RouterProcess:
     """:func:`router_main` in a child process, driven over its stdin and stdout."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_pid: int) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.fault_nats_harness", "--router", url],
+            [sys.executable, "-m", "tests.e2e.fault_nats_harness", "--router", url, str(api_pid)],
             cwd=_REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -239,4 +280,4 @@ class RouterProcess:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--router"]:
-    asyncio.run(router_main(sys.argv[2]))
+    asyncio.run(router_main(sys.argv[2], int(sys.argv[3])))
