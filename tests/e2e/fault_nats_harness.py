@@ -177,7 +177,7 @@ class Sampler:
 async def router_main(url: str, api_pid: int) -> None:
     """Follow the engine with a RouterClient; stdin says when NATS was killed, stdout gets one JSON report.
 
-    After ``KILLED <unix time>`` (taken once the killed server was reaped) it notes the seq it holds, and then
+    After ``KILLED <unix time>`` (taken once the killed server was reaped) it notes the newest seq it has seen, and then
     the first state it accepts whose ``timestamp`` is later: the engine made that state after the server was
     gone, so it came through the server that replaced it. (Counting from when the router read the command
     would not do: a router process held off the CPU can still be working through messages sent before the
@@ -207,6 +207,7 @@ async def router_main(url: str, api_pid: int) -> None:
     print("READY", flush=True)
     report: dict[str, Any] = {"cpu_wait": [], "publisher_wait": []}
     dead_since: float | None = None
+    newest_seq: int | None = None  # also when a router starved for stale_after has just expired what it held
     with (
         open("/proc/thread-self/schedstat", "rb", buffering=0) as schedstat,
         open(_thread_schedstat(api_pid, _PUBLISHER_THREAD), "rb", buffering=0) as publisher_schedstat,
@@ -218,12 +219,14 @@ async def router_main(url: str, api_pid: int) -> None:
                     break
                 dead_since = float(command[1])
                 held = router.get(INSTANCE_ID, 0)
-                report["seq_at_kill"] = held.message.seq if held is not None else None
+                report["seq_at_kill"] = held.message.seq if held is not None else newest_seq
             now = time.monotonic()
             for series, stat in (("cpu_wait", schedstat), ("publisher_wait", publisher_schedstat)):
                 stat.seek(0)
                 report[series].append((now, int(stat.read().split()[1]) / 1e9))
             state = router.get(INSTANCE_ID, 0)
+            if state is not None and dead_since is None:
+                newest_seq = state.message.seq
             if dead_since is not None and "fresh_at" not in report and state and state.message.timestamp > dead_since:
                 report |= {"fresh_at": state.received_at, "fresh_seq": state.message.seq}
             await asyncio.sleep(0.01)
