@@ -94,15 +94,19 @@ def connected_since(monitor_port: int) -> dict[str, float]:
     """When each named client's current connection began, from nats-server's ``/connz``, as ``time.monotonic()``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/connz?limit=1024", timeout=10) as response:
         connections = json.load(response)["connections"]
-    to_monotonic = time.monotonic() - time.time()
-    return {c["name"]: _unix_time(c["start"]) + to_monotonic for c in connections if c.get("name")}
+    return {c["name"]: _monotonic(_unix_time(c["start"])) for c in connections if c.get("name")}
 
 
 def listening_since(log: str) -> float:
     """When the server last began to listen, from its log (local time to the microsecond), as ``time.monotonic()``."""
     line = [line for line in log.splitlines() if "Listening for client connections" in line][-1]
     stamp = " ".join(line.split()[1:3])  # [pid] 2026/11/28 16:08:16.363510 [INF] Listening ...
-    return datetime.strptime(stamp, "%Y/%m/%d %H:%M:%S.%f").timestamp() + time.monotonic() - time.time()
+    return _monotonic(datetime.strptime(stamp, "%Y/%m/%d %H:%M:%S.%f").timestamp())
+
+
+def _monotonic(unix_time: float) -> float:
+    """A Unix time from the server's clock as ``time.monotonic()``, this harness's one clock."""
+    return unix_time + time.monotonic() - time.time()
 
 
 def _unix_time(rfc3339: str) -> float:

@@ -140,7 +140,8 @@ def _print_summary(o: Outage) -> None:
     print(
         f"\nNATS down {OUTAGE_S:g} s: {len(o.replies)} completions, {len(inside)} of them inside the outage; "
         f"router fresh {fresh:.3f} s after NATS returned ({raw:.3f} s before taking out the CPU wait; back on "
-        f"NATS after {_back_after(o, ROUTER_NAME):.3f} s (router), {_back_after(o, PUBLISHER_NAME):.3f} s (publisher); "
+        f"NATS after {_connected_after(o, ROUTER_NAME):.3f} s (router), "
+        f"{_connected_after(o, PUBLISHER_NAME):.3f} s (publisher); "
         f"seq {o.router.get('seq_at_kill')} -> {o.router.get('fresh_seq')}); "
         f"API-server RSS {_mib(min(api))}-{_mib(max(api))} MiB; tokens per outage second "
         f"{_per_second(o, 'generation_tokens')}"
@@ -213,7 +214,7 @@ def test_outage_is_logged_once(outage: Outage) -> None:
     assert outage.log.count("NATS: ") <= 4, outage.log[-6000:]
 
 
-def _back_after(o: Outage, name: str) -> float:
+def _connected_after(o: Outage, name: str) -> float:
     return o.connected_since.get(name, float("nan")) - o.listening_at
 
 
