@@ -42,7 +42,7 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     seq: Annotated[
         int,
         _COUNT,
-        Meta(description="Strictly increasing per (instance, engine) while `started` stays the same."),
+        Meta(description="Strictly increasing per (instance, engine, started); order is (`started`, `seq`)."),
     ]
     num_requests_waiting: Annotated[
         int, _COUNT, Meta(description="Requests queued, including those deferred by transient constraints.")
@@ -50,11 +50,25 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     num_requests_running: Annotated[int, _COUNT, Meta(description="Requests in the running batch.")]
     kv_cache_usage: Annotated[float, Meta(ge=0.0, le=1.0, description="Fraction of KV-cache blocks in use.")]
 
-    heartbeat: Annotated[bool, Meta(description="True when no engine step happened since the last message.")] = False
     started: Annotated[
-        float | None,
-        Meta(description="Unix time the publisher started; a new value means a restart and `seq` starts over."),
-    ] = None
+        float,
+        Meta(
+            gt=0,
+            description="Unix time the publisher started. A new value means a restart: `seq` starts over, and "
+            "messages are ordered by (`started`, `seq`), so a router keeps the newest `started` and ignores older "
+            "processes' messages.",
+        ),
+    ]
+
+    heartbeat: Annotated[bool, Meta(description="True when no engine step happened since the last message.")] = False
+    last_step_at: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="Unix time in seconds of the newest real engine step; heartbeats keep it. A router tells a "
+            "hung engine whose API server still heartbeats (old `last_step_at`, requests running) from an idle one.",
+        ),
+    ] | None = None
     endpoint: Annotated[str, _URL, Meta(description="Where to send this instance's requests.")] | None = None
     node: (
         Annotated[

@@ -25,7 +25,7 @@ def test_schema_routing_prints_a_json_schema_that_validates_a_message() -> None:
     schema = json.loads(out)
     assert schema["title"] == "Eagle Eye routing message v1"
     required = {
-        "version", "instance", "model", "engine", "timestamp", "seq",
+        "version", "instance", "model", "engine", "timestamp", "started", "seq",
         "num_requests_waiting", "num_requests_running", "kv_cache_usage",
     }  # fmt: skip
     assert set(schema["required"]) == required
@@ -71,7 +71,7 @@ def test_up_serves_nats_reports_an_instance_and_stops_cleanly(tmp_path: Path) ->
         assert f"nats://127.0.0.1:{port}" in log.read_text()
 
         message = RoutingMessage(
-            version=1, instance="pod-x", model="tiny", engine=0, timestamp=time.time(), seq=1,
+            version=1, instance="pod-x", model="tiny", engine=0, timestamp=time.time(), seq=1, started=1.7e9,
             num_requests_waiting=0, num_requests_running=0, kv_cache_usage=0.0,
         )  # fmt: skip
         with socket.create_connection(("127.0.0.1", port)) as sock:

@@ -39,6 +39,7 @@ def _screen(instance: str, finding_text: str) -> str:
         engine=0,
         timestamp=1.7e9,
         seq=1,
+        started=1.7e9,
         num_requests_waiting=0,
         num_requests_running=0,
         kv_cache_usage=0.5,

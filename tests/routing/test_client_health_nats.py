@@ -31,6 +31,7 @@ def routing(instance: str, devices: list[str], waiting: int, seq: int) -> bytes:
             engine=0,
             timestamp=time.time(),
             seq=seq,
+            started=1_700_000_000.0,
             num_requests_waiting=waiting,
             num_requests_running=0,
             kv_cache_usage=0.1,

@@ -50,6 +50,7 @@ def routing(instance: str, *, waiting: int = 0, **overrides: Any) -> bytes:
         "engine": 0,
         "timestamp": 1_700_000_000.5,
         "seq": 1,
+        "started": 1_700_000_000.0,
         "num_requests_waiting": waiting,
         "num_requests_running": 0,
         "kv_cache_usage": 0.0,

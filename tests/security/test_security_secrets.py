@@ -38,7 +38,7 @@ i = 0
 while True:
     i += 1
     runtime.publisher.offer(RoutingMessage(version=1, instance="pod-a", model="m", engine=0, timestamp=time.time(),
-        seq=0, num_requests_waiting=i, num_requests_running=0, kv_cache_usage=0.0))
+        seq=0, started=1.7e9, num_requests_waiting=i, num_requests_running=0, kv_cache_usage=0.0))
     time.sleep(0.2)
 """
 

@@ -201,6 +201,7 @@ async def test_a_router_stops_picking_the_engine_on_the_failing_gpu(
                 engine=0,
                 timestamp=time.time(),
                 seq=1,
+                started=1_700_000_000.0,
                 num_requests_waiting=waiting,
                 num_requests_running=0,
                 kv_cache_usage=0.0,

@@ -49,6 +49,7 @@ async def test_a_gpu_fault_reaches_the_router_through_components_that_each_hold_
             engine=0,
             timestamp=time.time(),
             seq=1,
+            started=1_700_000_000.0,
             num_requests_waiting=0,
             num_requests_running=0,
             kv_cache_usage=0.0,
