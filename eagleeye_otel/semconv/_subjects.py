@@ -18,7 +18,8 @@ DEFAULT_DIAGNOSIS_SUBJECT_PREFIX: Final = "eagle_eye.diagnosis"
 """Diagnosis findings, ``<prefix>.<node>``, JSON."""
 
 ROUTING_MESSAGE_VERSION: Final = 1
+"""The ``version`` field of the routing messages this package writes and reads."""
+
 ROUTING_STALE_AFTER_S: Final = 3.0
 """How long a router keeps an engine it hears nothing from (``RouterClient``'s default ``stale_after``); a
 publisher's heartbeat interval must stay below it, or idle engines would blink out of routers' views."""
-"""The ``version`` field of the routing messages this package writes and reads."""
