@@ -28,6 +28,7 @@ from _common import (
     machine_info,
     print_table,
     summarize,
+    thread_cpu_ns,
     wait_quiet,
     write_json,
 )
@@ -51,26 +52,15 @@ from _record_setup import (
 
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 
-TARGET_P50_US, TARGET_P99_US, TARGET_RSS_MB = 10.0, 50.0, 20.0
+TARGET_P50_US, TARGET_P99_US, TARGET_RSS_MB, TARGET_TOTAL_RATIO = 10.0, 50.0, 20.0, 1.0
+DRAIN_THREAD = "eagleeye-vllm-metrics"
+PUBLISHER_THREAD_PREFIX = "eagle-eye-"
+"""The routing publisher's thread and its NATS connection's (``exporters/nats``)."""
 OURS_CASES = (OURS, MANAGER_OURS)
 Record = Callable[..., Any]
 
 
 # -- measurement ---------------------------------------------------------------------------------------------
-
-
-def thread_cpu_ns() -> dict[str, int]:
-    """CPU time of every Python thread but the main one, by thread name."""
-    out: dict[str, int] = {}
-    for thread in threading.enumerate():
-        if thread is threading.main_thread() or thread.ident is None:
-            continue
-        try:
-            ns = time.clock_gettime_ns(time.pthread_getcpuclockid(thread.ident))
-        except (OSError, AttributeError):
-            continue
-        out[thread.name] = out.get(thread.name, 0) + ns
-    return out
 
 
 def settle(window_s: float = 0.25, max_s: float = 5.0) -> None:
@@ -83,29 +73,49 @@ def settle(window_s: float = 0.25, max_s: float = 5.0) -> None:
             return
 
 
-def run_case(record: Record, pool: list[Step], calls: int, pace_s: float) -> tuple[array[int], dict[str, Any]]:
-    """Time ``calls`` record() calls; returns latencies (ns) and the CPU other threads spent for them.
+def run_case(
+    record: Record, pool: list[Step], calls: int, pace_s: float, plugin_tids: set[int] | None
+) -> tuple[array[int], dict[str, Any]]:
+    """Time ``calls`` record() calls; returns latencies (ns) and the CPU the process spent for them, per step.
 
-    Work a run leaves queued (a drain, the publisher catching up) is waited for and counted with the run.
+    The loop's share is the CPU clock of the calling thread inside record(); every other thread's is its CPU clock
+    over the run, work left queued (a drain, the publisher catching up) waited for and counted with the run.
+    Threads in ``plugin_tids`` (Eagle Eye's, idle during vLLM's runs) are counted only when that set is None.
     """
     settle()
     lat = array("q", bytes(8 * calls))
-    n, clock, sleep = len(pool), time.perf_counter_ns, time.sleep
+    n, clock, cpu_clock, sleep = len(pool), time.perf_counter_ns, time.thread_time_ns, time.sleep
+    loop_ns = 0
     threads0, proc0, main0 = thread_cpu_ns(), time.process_time_ns(), time.thread_time_ns()
     for i in range(calls):
         sched, it = pool[i % n]
+        c0 = cpu_clock()
         t0 = clock()
         record(sched, it, mm_cache_stats=None, engine_idx=0)
         lat[i] = clock() - t0
+        loop_ns += cpu_clock() - c0
         if pace_s:
             sleep(pace_s)
     settle()
-    bg_ns = (time.process_time_ns() - proc0) - (time.thread_time_ns() - main0)
-    threads1 = thread_cpu_ns()
-    by_thread = {k: (v - threads0.get(k, 0)) / calls / 1e3 for k, v in threads1.items() if v > threads0.get(k, 0)}
-    record_us = sum(lat) / calls / 1e3
-    bg_us = max(0, bg_ns) / calls / 1e3
-    return lat, {"record_mean": record_us, "bg_cpu": bg_us, "total_cpu": record_us + bg_us, "bg_by_thread": by_thread}
+    threads1, main_ns = thread_cpu_ns(), time.thread_time_ns() - main0
+    proc_ns = time.process_time_ns() - proc0
+    main_tid = threading.main_thread().native_id
+    by_thread: dict[str, float] = {}
+    counted_ns = seen_ns = 0
+    for tid, (name, ns) in threads1.items():
+        delta = ns - threads0.get(tid, (name, 0))[1]
+        if tid == main_tid or delta <= 0:
+            continue
+        seen_ns += delta
+        if plugin_tids is None or tid not in plugin_tids:
+            counted_ns += delta
+            by_thread[name] = by_thread.get(name, 0.0) + delta / calls / 1e3
+    exited_ns = max(0, proc_ns - main_ns - seen_ns)  # threads that ended during the run
+    if exited_ns:
+        by_thread["(exited threads)"] = exited_ns / calls / 1e3
+    loop_us, bg_us = loop_ns / calls / 1e3, (counted_ns + exited_ns) / calls / 1e3
+    cpu = {"record_mean": sum(lat) / calls / 1e3, "loop_cpu": loop_us, "bg_cpu": bg_us, "total_cpu": loop_us + bg_us}
+    return lat, {**cpu, "bg_by_thread": by_thread}
 
 
 def plugin_counts(publisher: Any, handle: Any) -> dict[str, int]:
@@ -127,10 +137,33 @@ def _numeric(runs: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 def report(results: dict[str, list[dict[str, Any]]], plugin_runs: dict[str, list[dict[str, int]]]) -> None:
-    rows, ratio_rows, thread_rows = [], [], []
+    groups = {}
     for group in sorted({k.rsplit("|", 1)[0] for k in results}):
+        groups[group] = {c: results[f"{group}|{c}"] for c in CASES if f"{group}|{c}" in results}
+    report_latency(groups)
+    report_cpu(groups)
+    plugin_rows = []
+    for key, rs in sorted(plugin_runs.items()):
+        fields = ("offered", "published", "coalesced", "dropped", "errors", "metrics_dropped")
+        plugin_rows.append([key.replace("|", " "), *(str(sum(r.get(k, 0) for r in rs)) for k in fields)])
+    if plugin_rows:
+        heads = ["run", "offered", "published", "coalesced", "dropped", "errors", "metrics steps dropped"]
+        print_table(heads, plugin_rows, "Routing publisher and metrics queue during the runs (sum over reps)")
+
+
+Runs = dict[str, dict[str, list[dict[str, Any]]]]
+"""regime|variant -> case -> one summary per repetition."""
+
+
+def _paired_ratio(ours: list[dict[str, Any]], ref: list[dict[str, Any]], key: str) -> float:
+    """Median over repetitions of ours / ref for ``key``, each repetition's pair measured in the same rep."""
+    return aggregate([{"r": a[key] / b[key]} for a, b in zip(ours, ref, strict=True)])["r"]["median"]
+
+
+def report_latency(groups: Runs) -> None:
+    rows, ratio_rows = [], []
+    for group, runs in groups.items():
         regime, variant = group.split("|")
-        runs = {c: results[f"{group}|{c}"] for c in CASES if f"{group}|{c}" in results}
         per = {c: aggregate(_numeric(r)) for c, r in runs.items()}
         for case, agg in per.items():
             target = ""
@@ -140,43 +173,62 @@ def report(results: dict[str, list[dict[str, Any]]], plugin_runs: dict[str, list
             rows.append(
                 [regime, variant, case, *(fmt(agg[k]["median"], 2) for k in ("p50", "p90", "p99", "p999"))]
                 + [f"{fmt(agg[k]['min'])}-{fmt(agg[k]['max'])}" for k in ("p50", "p99")]
-                + [fmt(agg[k]["median"], 2) for k in ("record_mean", "bg_cpu", "total_cpu")]
-                + [target]
+                + [fmt(agg["record_mean"]["median"], 2), target]
             )
-            if case in OURS_CASES:
-                names = sorted({name for r in runs[case] for name in r["bg_by_thread"]})
-                for name in names:
-                    agg_t = aggregate([{"v": r["bg_by_thread"].get(name, 0.0)} for r in runs[case]])["v"]
-                    thread_rows.append([regime, variant, case, name, fmt(agg_t["median"], 2)])
         for ref in (BASELINE, MANAGER):
             if OURS in per and ref in per:
-                pairs = list(zip(runs[OURS], runs[ref], strict=True))
-                ratio = {k: aggregate([{"r": a[k] / b[k]} for a, b in pairs])["r"]["median"] for k in ("p50", "p99")}
                 below = all(per[OURS][k]["median"] < per[ref][k]["median"] for k in ("p50", "p99"))
-                rows_ = [fmt(ratio["p50"], 3), fmt(ratio["p99"], 3), "PASS" if below else "FAIL"]
-                ratio_rows.append([regime, variant, f"{OURS} / {ref}", *rows_])
+                ratios = [fmt(_paired_ratio(runs[OURS], runs[ref], k), 3) for k in ("p50", "p99")]
+                ratio_rows.append([regime, variant, f"{OURS} / {ref}", *ratios, "PASS" if below else "FAIL"])
         if MANAGER in per and MANAGER_OURS in per:
             d = {k: per[MANAGER_OURS][k]["median"] - per[MANAGER][k]["median"] for k in ("p50", "p99")}
             marginal = [fmt(d["p50"], 2), fmt(d["p99"], 2), "marginal cost; a noisy difference"]
             ratio_rows.append([regime, variant, "(manager+eagle_eye) - manager, µs", *marginal])
-    heads: list[str] = ["regime", "variant", "logger", "p50", "p90", "p99", "p99.9", "p50 range", "p99 range"]
-    heads += ["mean", "bg CPU/step", "total CPU/step", "target (ours)"]
-    print_table(heads, rows, "record() latency, µs (median over reps of per-rep percentiles; CPU/step = mean µs)")
+    heads = ["regime", "variant", "logger", "p50", "p90", "p99", "p99.9", "p50 range", "p99 range", "mean"]
+    print_table([*heads, "target (ours)"], rows, "record() latency, µs (median over reps of per-rep percentiles)")
     print_table(
         ["regime", "variant", "ratio", "p50", "p99", "ours below vLLM's (p50 and p99)"],
         ratio_rows,
         "Eagle Eye vs vLLM's own loggers (median of per-rep ratios)",
     )
+
+
+def _thread_kind(name: str) -> str:
+    if name == DRAIN_THREAD:
+        return "drain"
+    return "publisher" if name.startswith(PUBLISHER_THREAD_PREFIX) else "other"
+
+
+def report_cpu(groups: Runs) -> None:
+    """Total CPU per step, every thread of the process, beside vLLM's own logger's total in the same run."""
+    rows, thread_rows = [], []
+    for group, runs in groups.items():
+        regime, variant = group.split("|")
+        for case, reps in runs.items():
+            for rep in reps:
+                for kind in ("drain", "publisher", "other"):
+                    rep[kind] = sum(v for k, v in rep["bg_by_thread"].items() if _thread_kind(k) == kind)
+            agg = aggregate(_numeric(reps))
+            ratio, target = "", ""
+            ref = MANAGER if case == MANAGER_OURS else BASELINE
+            if case in OURS_CASES and ref in runs:
+                r = _paired_ratio(reps, runs[ref], "total_cpu")
+                ratio = f"{fmt(r, 3)} of {ref}"
+                target = f"<= {TARGET_TOTAL_RATIO:g}: {'PASS' if r <= TARGET_TOTAL_RATIO else 'FAIL'}"
+            parts = ("loop_cpu", "drain", "publisher", "other", "total_cpu")
+            rows.append([regime, variant, case, *(fmt(agg[k]["median"], 2) for k in parts), ratio, target])
+            for name in sorted({name for r in reps for name in r["bg_by_thread"]}):
+                agg_t = aggregate([{"v": r["bg_by_thread"].get(name, 0.0)} for r in reps])["v"]
+                thread_rows.append([regime, variant, case, name, fmt(agg_t["median"], 2)])
+    heads = ["regime", "variant", "logger", "loop", "drain", "publisher", "other threads", "total", "ratio"]
+    title = (
+        "Total CPU per step, µs: the loop's inside record() + every other thread's (per-thread CPU clocks; median "
+        "over reps; ratio = median of per-rep ratios; Eagle Eye's idle threads are not counted in vLLM's runs)"
+    )
+    print_table([*heads, "target"], rows, title)
     if thread_rows:
-        title = "Background CPU of the plugin's threads, µs per recorded step (median over reps)"
+        title = "CPU of each other thread, µs per recorded step (median over reps)"
         print_table(["regime", "variant", "logger", "thread", "µs/step"], thread_rows, title)
-    plugin_rows = []
-    for key, rs in sorted(plugin_runs.items()):
-        fields = ("offered", "published", "coalesced", "dropped", "errors", "metrics_dropped")
-        plugin_rows.append([key.replace("|", " "), *(str(sum(r.get(k, 0) for r in rs)) for k in fields)])
-    if plugin_rows:
-        heads = ["run", "offered", "published", "coalesced", "dropped", "errors", "metrics steps dropped"]
-        print_table(heads, plugin_rows, "Routing publisher and metrics queue during the runs (sum over reps)")
 
 
 def report_rss(rss: list[dict[str, Any]]) -> None:
@@ -235,12 +287,14 @@ def main() -> None:
         pools = {v: make_pool(args.pool, faithful=v == "faithful") for v in args.variants.split(",")}
         if sdk:
             install_sdk_meter_provider()
+        tids_before = set(thread_cpu_ns())
         loggers = build_loggers(cfg, cases)
         if MANAGER in loggers:
             print("vllm_manager loggers:", [type(x).__name__ for x in loggers[MANAGER].stat_loggers])
         publisher, info = runtime_info() if set(OURS_CASES) & set(cases) else (None, {})
         handle = metrics_handle(loggers)
         info["connected"] = wait_connected(publisher)
+        plugin_tids = set(thread_cpu_ns()) - tids_before  # vLLM's loggers start no thread; the plugin does
         print("Eagle Eye plugin:", info, "| threads:", sorted(t.name for t in threading.enumerate()))
         results: dict[str, list[dict[str, Any]]] = {}
         plugin_runs: dict[str, list[dict[str, int]]] = {}
@@ -261,7 +315,8 @@ def main() -> None:
                 for variant, pool in pools.items():
                     for case in order:
                         before = plugin_counts(publisher, handle)
-                        lat, cpu = run_case(loggers[case].record, pool, calls, pace)
+                        counted = None if case in OURS_CASES else plugin_tids
+                        lat, cpu = run_case(loggers[case].record, pool, calls, pace, counted)
                         after = plugin_counts(publisher, handle)
                         summary = {**summarize(lat, 1e-3), **cpu, "calib": calib}
                         key = f"{regime}|{variant}|{case}"
@@ -270,7 +325,8 @@ def main() -> None:
                             plugin_runs.setdefault(key, []).append({k: after[k] - before[k] for k in after})
                         print(
                             f"  {regime:5} {variant:10} {case:24} p50 {summary['p50']:7.2f}  p99 "
-                            f"{summary['p99']:8.2f}  bg {cpu['bg_cpu']:6.2f} µs/step"
+                            f"{summary['p99']:8.2f}  CPU/step: loop {cpu['loop_cpu']:6.2f} + threads "
+                            f"{cpu['bg_cpu']:6.2f} = {cpu['total_cpu']:6.2f} µs"
                         )
             reps_meta[-1]["other_load_cores"] = other.cores()
             print(f"  other load during the rep: {reps_meta[-1]['other_load_cores']:.2f} cores")
