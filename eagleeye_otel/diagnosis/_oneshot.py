@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.text import Text
 
 from eagleeye_otel.diagnosis._engine import DiagnosisEngine
-from eagleeye_otel.diagnosis._finding import Finding, Severity
+from eagleeye_otel.diagnosis._finding import SEVERITY_ORDER, Finding, Severity
 from eagleeye_otel.diagnosis._knowledge import load_knowledge_base
 from eagleeye_otel.errors import ConfigError, HardwareUnavailable
 from eagleeye_otel.receivers.hardware._kmsg_sources import FileSource
 
-__all__ = ["OneShotReport", "diagnose_files", "print_report", "report_document"]
+__all__ = ["OneShotReport", "diagnose_files", "fails", "print_report", "report_document"]
 
 _COLOURS = {Severity.CRITICAL: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 _EVIDENCE_CHARS = 160
@@ -95,6 +95,18 @@ def diagnose_files(
         }
     engine.evaluate()
     return OneShotReport(name, time.time(), engine.active(), inputs, len(engine.knowledge.rules))
+
+
+def fails(report: OneShotReport, level: Severity | None) -> bool:
+    """Whether a finding at or above ``level`` is active: a pre-flight check's verdict (``None``: never fails).
+
+    Args:
+        report: the diagnosis.
+        level: the least severity that fails, or ``None`` for never.
+    """
+    if level is None:
+        return False
+    return any(SEVERITY_ORDER[finding.severity] <= SEVERITY_ORDER[level] for finding in report.findings)
 
 
 def _read_snapshot(path: Path) -> dict[str, Any]:

@@ -195,3 +195,52 @@ def test_missing_files_are_usage_errors(tmp_path):
     result = diagnose("--dmesg", tmp_path / "nope.txt", check=False)
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+_FALLEN_OFF_THE_BUS = (
+    "[ 1402.1] NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n"
+)
+_GRAPHICS_EXCEPTION = "[ 1402.1] NVRM: Xid (PCI:0000:3b:00): 13, pid=1, name=x, Graphics Exception\n"  # a warning
+_CLEAN = "[    0.000000] Linux version 6.8.0\n"
+
+
+@pytest.mark.parametrize(
+    ("log", "fail_on", "status"),
+    [
+        (_FALLEN_OFF_THE_BUS, "critical", 1),
+        (_CLEAN, "critical", 0),
+        (_FALLEN_OFF_THE_BUS, "never", 0),
+        (_CLEAN, "never", 0),
+        (_GRAPHICS_EXCEPTION, "critical", 0),
+        (_GRAPHICS_EXCEPTION, "warning", 1),
+        (_FALLEN_OFF_THE_BUS, "info", 1),
+    ],
+)
+def test_fail_on_gates_a_preflight_check(tmp_path, log, fail_on, status):
+    """Exit 1 when a finding at or above the level is active, and the report is printed all the same."""
+    dmesg = tmp_path / "dmesg.txt"
+    dmesg.write_text(log)
+    result = diagnose("--dmesg", dmesg, "--format", "json", "--fail-on", fail_on, check=False)
+    assert result.returncode == status, result.stderr
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["inputs"]["dmesg"]["lines"] == 1
+
+
+def test_fail_on_defaults_to_never(tmp_path):
+    dmesg = tmp_path / "dmesg.txt"
+    dmesg.write_text(_FALLEN_OFF_THE_BUS)
+    assert [f["fault"] for f in findings("--dmesg", dmesg)["findings"]] == ["xid_79"]  # findings() checks exit 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fail-on", "fatal"], "'fatal' is not one of 'critical', 'warning', 'info', 'never'"),
+        (["--fail-on", "critical"], "--fail-on needs --dmesg or --snapshot"),
+    ],
+)
+def test_a_bad_fail_on_is_a_usage_error(args, message):
+    """A bad level, or a gate on the service (which runs until stopped and has no verdict to give)."""
+    result = diagnose(*args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
