@@ -1,4 +1,5 @@
-"""Shared fixtures: a real ``nats-server`` on a free loopback port; a real Prometheus server."""
+"""Shared fixtures: a real ``nats-server`` on a free loopback port; a real Prometheus server. Under ``CI=true`` an
+unexpected skip fails the run (``tests/helpers/ci_skips.py``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ import pytest
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from tests.helpers.nats_auth import AuthServer, auth_server
 from tests.helpers.pki import Pki, make_pki
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.import_plugin("tests.helpers.ci_skips")
 
 
 @pytest.fixture
