@@ -1,9 +1,10 @@
 """The router-side client: a live, validated view of every engine's load, and a least-loaded pick.
 
-The ingest path (:meth:`RouterClient.handle`) is synchronous and does one typed decode, one clock reading, one
-dict lookup, a comparison and one store per message, so a router keeps up with thousands of engines on a
-single core. Reads expire engines that went quiet, so a router never routes to an instance that died, and with
-``follow_health`` they skip engines whose devices have a critical diagnosis finding (:mod:`._health`).
+The ingest (:class:`._view.EngineView`) is synchronous and takes every message the transport read together in
+one call: per message one typed decode, one dict lookup, two comparisons and one store, so a router keeps up with
+thousands of engines on a single core. Reads expire engines that went quiet, so a router never routes to an
+instance that died, and with ``follow_health`` they skip engines whose devices have a critical diagnosis finding
+(:mod:`._health`).
 """
 
 from __future__ import annotations
@@ -14,27 +15,26 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
-import msgspec
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from eagleeye_otel.errors import ConfigError, RouterConnectError
-from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_options import connect_options, describe_nats_error, rate_limited_error_callback, redacted_urls
 from eagleeye_otel.routing._health import DEFAULT_HEALTH_TTL, InstanceHealth
 from eagleeye_otel.routing._inline import InlineDeliveryClient
-from eagleeye_otel.routing._message import MAX_MESSAGE_BYTES, RoutingMessage
 from eagleeye_otel.routing._state import InstanceState, RouterStats
+from eagleeye_otel.routing._view import EngineView, Entry
 from eagleeye_otel.semconv import (
     DEFAULT_DIAGNOSIS_SUBJECT_PREFIX,
     DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
     DEFAULT_ROUTING_SUBJECT,
+    ROUTING_STALE_AFTER_S,
 )
 from eagleeye_otel.settings import NatsSettings
 
@@ -49,8 +49,6 @@ instances costs at most a few hundred MiB."""
 _FLUSH_TIMEOUT_S = 2
 _START_DEADLINE_S = 15.0
 """Longest start() waits for NATS: three tries of a 2 s connect timeout and a pause of at most 0.5 s fit within it."""
-_Entry = tuple[RoutingMessage, float]
-"""What the view stores per (instance, engine): the message and the client clock when it was accepted."""
 
 
 class RouterClient:
@@ -82,7 +80,7 @@ class RouterClient:
         nc: Client | None = None,
         subject: str = DEFAULT_ROUTING_SUBJECT,
         snapshot_subject: str = DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
-        stale_after: float = 3.0,
+        stale_after: float = ROUTING_STALE_AFTER_S,
         max_instances: int = DEFAULT_MAX_INSTANCES,
         client_name: str = "eagle-eye-router",
         clock: Callable[[], float] = time.monotonic,
@@ -116,15 +114,9 @@ class RouterClient:
         self._clock = clock
         self._health = InstanceHealth(ttl=health_ttl, clock=clock) if follow_health else None
         self._diagnosis_subject = diagnosis_subject
-        self._decode = msgspec.json.Decoder(RoutingMessage).decode
-        self._states: dict[tuple[str, int], _Entry] = {}
+        self._view = EngineView(stale_after=self._stale_after, max_instances=max_instances, clock=clock)
         self._subscriptions: list[Subscription] = []
         self._inbox = ""
-        self._next_room_check = -math.inf
-        self._bad_input_log = LogLimiter(_logger)
-        self._overflow_log = LogLimiter(_logger)
-        self._accepted = self._invalid = self._oversized = 0
-        self._out_of_order = self._duplicates = self._overflow = self._expired = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -155,7 +147,7 @@ class RouterClient:
             routing = await nc.subscribe(self._subject, cb=on_message)
             self._subscriptions = [routing, await nc.subscribe(self._inbox, cb=on_reply)]
             if isinstance(nc, InlineDeliveryClient):
-                nc.deliver_inline(routing, handle)
+                nc.deliver_inline(routing, self._view.ingest)
             if self._health is not None:
                 health = self._health.handle
 
@@ -250,58 +242,22 @@ class RouterClient:
     def handle(self, data: bytes) -> bool:
         """Decode, validate and apply one payload from the routing subject.
 
-        Never raises on bad input: it is counted in :attr:`stats` and logged at most once a minute. A
-        message with a new ``started`` (a publisher restart) replaces the one held whatever its ``seq``, and
-        so does any message once the one held is older than ``stale_after``.
+        Never raises on bad input: it is counted in :attr:`stats` and logged at most once a minute. Messages are
+        ordered by ``(started, seq)`` per (instance, engine): a new ``started`` (a publisher restart) replaces
+        the state held whatever its ``seq``, and an older process's late messages are dropped (``superseded``).
 
         Returns:
             ``True`` when the message updated the view.
         """
-        if len(data) > MAX_MESSAGE_BYTES:
-            self._oversized += 1
-            self._bad_input_log.warning("routing message of %d bytes dropped (limit %d)", len(data), MAX_MESSAGE_BYTES)
-            return False
-        try:
-            message = self._decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:  # msgspec's error for bad UTF-8
-            self._invalid += 1
-            self._bad_input_log.warning("invalid routing message dropped: %s", error)
-            return False
-        now = self._clock()
-        key = (message.instance, message.engine)
-        states = self._states
-        held = states.get(key)
-        if held is None:
-            if len(states) >= self._max_instances and not self._make_room(now):
-                self._overflow += 1
-                self._overflow_log.warning(
-                    "routing view full (%d engines); message from %r dropped", self._max_instances, key
-                )
-                return False
-        elif message.seq <= held[0].seq and message.started == held[0].started and now - held[1] <= self._stale_after:
-            if message.seq == held[0].seq:
-                self._duplicates += 1
-            else:
-                self._out_of_order += 1
-            return False
-        states[key] = (message, now)
-        self._accepted += 1
-        return True
+        return self._view.ingest((data,)) == 1
 
-    def _make_room(self, now: float) -> bool:
-        """Expire stale entries at most once per ``stale_after`` while full: a flood costs O(1) a message."""
-        if now >= self._next_room_check:
-            self._next_room_check = now + self._stale_after
-            self._expire(now)
-        return len(self._states) < self._max_instances
+    def handle_many(self, payloads: Iterable[bytes]) -> int:
+        """Apply payloads that arrived together, in order, as :meth:`handle` would; the clock is read once.
 
-    def _expire(self, now: float) -> None:
-        cutoff = now - self._stale_after
-        states = self._states
-        stale = [key for key, (_, received_at) in states.items() if received_at < cutoff]
-        for key in stale:
-            del states[key]
-        self._expired += len(stale)
+        Returns:
+            How many updated the view.
+        """
+        return self._view.ingest(payloads)
 
     # -- reads -----------------------------------------------------------------------------------------------
 
@@ -311,15 +267,8 @@ class RouterClient:
 
     def get(self, instance: str, engine: int = 0) -> InstanceState | None:
         """The state of one engine, or ``None`` when unknown or stale."""
-        key = (instance, engine)
-        entry = self._states.get(key)
-        if entry is None:
-            return None
-        if self._clock() - entry[1] > self._stale_after:
-            del self._states[key]
-            self._expired += 1
-            return None
-        return self._state(entry)
+        entry = self._view.get((instance, engine))
+        return None if entry is None else self._state(entry)
 
     def pick(self, model: str | None = None) -> InstanceState | None:
         """The least loaded fresh engine: fewest waiting, then fewest running, then lowest KV-cache usage.
@@ -336,14 +285,15 @@ class RouterClient:
         least = min(map(_load, candidates))
         return self._state(random.choice([e for e in candidates if _load(e) == least]))
 
-    def _state(self, entry: _Entry) -> InstanceState:
+    def _state(self, entry: Entry) -> InstanceState:
         message, received_at = entry
         findings = () if self._health is None else self._health.findings(message.node, message.devices)
         return InstanceState(message, received_at, findings)
 
-    def _fresh(self, model: str | None) -> list[_Entry]:
-        self._expire(self._clock())
-        entries = self._states.values()
+    def _fresh(self, model: str | None) -> list[Entry]:
+        view = self._view
+        view.expire(self._clock())
+        entries = view.states.values()
         if model is None:
             return list(entries)
         return [entry for entry in entries if entry[0].model == model]
@@ -351,21 +301,23 @@ class RouterClient:
     @property
     def stats(self) -> RouterStats:
         """Ingest counters, for logs, metrics and tests."""
-        rejected = self._invalid + self._oversized + self._out_of_order + self._duplicates + self._overflow
+        view = self._view
+        rejected = view.invalid + view.oversized + view.out_of_order + view.duplicates + view.superseded + view.overflow
         return RouterStats(
-            received=self._accepted + rejected,
-            accepted=self._accepted,
-            invalid=self._invalid,
-            oversized=self._oversized,
-            out_of_order=self._out_of_order,
-            duplicates=self._duplicates,
-            overflow=self._overflow,
-            expired=self._expired,
+            received=view.accepted + rejected,
+            accepted=view.accepted,
+            invalid=view.invalid,
+            oversized=view.oversized,
+            out_of_order=view.out_of_order,
+            duplicates=view.duplicates,
+            superseded=view.superseded,
+            overflow=view.overflow,
+            expired=view.expired,
             findings_invalid=0 if self._health is None else self._health.invalid,
             findings_overflow=0 if self._health is None else self._health.overflow,
         )
 
 
-def _load(entry: _Entry) -> tuple[int, int, float]:
+def _load(entry: Entry) -> tuple[int, int, float]:
     message = entry[0]
     return (message.num_requests_waiting, message.num_requests_running, message.kv_cache_usage)

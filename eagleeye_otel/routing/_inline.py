@@ -1,16 +1,19 @@
 """A nats-py client that hands one subscription's payloads to a function straight from the protocol parser.
 
 nats-py delivers every message by building a ``Msg``, putting it on the subscription's queue and awaiting the
-callback coroutine from the subscription's task: about 2 µs a message here, four times what decoding and
-validating a routing message costs. A router flooded by a thousand engines spends most of its core there. For the
-routing subscription that bookkeeping buys nothing: the ingest is synchronous, never blocks and never raises, so
-it can run where the parser would otherwise queue the message. Messages then reach the view in the order the
-server sent them, and when the router falls behind, the socket and then the server push back (the server cuts
-off a slow consumer) instead of nats-py's pending queue growing by up to 64 MiB.
+callback coroutine from the subscription's task; its parser also matches each frame with a regular expression and
+awaits a coroutine per message. For the routing subscription that bookkeeping costs more than decoding and
+validating the message. The ingest is synchronous, never blocks and never raises, so it can run where the parser
+would otherwise queue the message: here every ``MSG`` frame of an inline subscription that one socket read
+brought is cut out of the read with a few byte operations, and the payloads go to the ingest as one list, in the
+order the server sent them. When the router falls behind, the socket and then the server push back (the server
+cuts off a slow consumer) instead of nats-py's pending queue growing by up to 64 MiB.
 
-This overrides ``Client._process_msg``, a private method whose signature has been stable throughout nats-py 2.
-:data:`INLINE_DELIVERY` is ``False`` when the installed nats-py no longer has that exact signature; delivery then
-falls back to the subscription's ordinary callback, which is always registered too.
+Anything else (``PING``, ``INFO``, errors, other subscriptions, messages with a reply subject or headers) goes
+through nats-py's own parser and ``Client._process_msg``, which stays overridden so that inline payloads taking
+that path still reach the ingest. Both are private to nats-py, stable throughout nats-py 2;
+:data:`INLINE_DELIVERY` is ``False`` when the installed nats-py no longer has the shapes relied on, and delivery
+then falls back to the subscription's ordinary callback, which is always registered too.
 """
 
 from __future__ import annotations
@@ -21,18 +24,27 @@ from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from nats.protocol import parser as nats_parser
 
 from eagleeye_otel.log_limiter import LogLimiter
 
-__all__ = ["INLINE_DELIVERY", "InlineDeliveryClient"]
+__all__ = ["INLINE_DELIVERY", "Ingest", "InlineDeliveryClient"]
 
 _logger = logging.getLogger(__name__)
 
 _EXPECTED_PARAMETERS = ("self", "sid", "subject", "reply", "data", "headers")
-INLINE_DELIVERY = tuple(inspect.signature(Client._process_msg).parameters) == _EXPECTED_PARAMETERS
+INLINE_DELIVERY = (
+    tuple(inspect.signature(Client._process_msg).parameters) == _EXPECTED_PARAMETERS
+    and tuple(inspect.signature(nats_parser.Parser.parse).parameters) == ("self", "data")
+    and isinstance(getattr(nats_parser, "AWAITING_CONTROL_LINE", None), int)
+)
 """Whether this nats-py lets :class:`InlineDeliveryClient` deliver inline."""
 
-Ingest = Callable[[bytes], object]
+Ingest = Callable[[list[bytes]], object]
+"""Takes the payloads that arrived together, in order; synchronous and quick."""
+
+_MSG = b"MSG "
+_CRLF = b"\r\n"
 
 
 class InlineDeliveryClient(Client):
@@ -42,12 +54,14 @@ class InlineDeliveryClient(Client):
         super().__init__()
         self._inline: dict[int, Ingest] = {}
         self._ingest_errors = LogLimiter(_logger)
+        if INLINE_DELIVERY:
+            self._ps = _BatchingParser(self)
 
     def deliver_inline(self, subscription: Subscription, ingest: Ingest) -> bool:
         """Hand ``subscription``'s payloads to ``ingest`` from the parser; ``False`` where nats-py does not allow it.
 
-        ``ingest`` must be synchronous and quick: it runs on the connection's reading path. Messages with headers
-        still go through the subscription's callback.
+        ``ingest`` runs on the connection's reading path. Messages with headers still go through the
+        subscription's callback.
         """
         if not INLINE_DELIVERY:
             return False
@@ -58,15 +72,77 @@ class InlineDeliveryClient(Client):
         """Stop inline delivery, before unsubscribing."""
         self._inline.pop(subscription._id, None)
 
+    def _deliver(self, ingest: Ingest, payloads: list[bytes], size: int) -> None:
+        stats = self.stats
+        stats["in_msgs"] += len(payloads)
+        stats["in_bytes"] += size
+        try:
+            ingest(payloads)
+        except Exception:  # an ingest bug must not take the connection's reader down
+            self._ingest_errors.warning("routing ingest failed on %d messages", len(payloads), exc_info=True)
+
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
         ingest = self._inline.get(sid)
         if ingest is None or headers:
             await super()._process_msg(sid, subject, reply, data, headers)
             return
-        stats = self.stats
-        stats["in_msgs"] += 1
-        stats["in_bytes"] += len(data)
-        try:
-            ingest(data)
-        except Exception:  # an ingest bug must not take the connection's reader down
-            self._ingest_errors.warning("routing ingest failed on a message", exc_info=True)
+        self._deliver(ingest, [data], len(data))
+
+
+class _BatchingParser(nats_parser.Parser):
+    """nats-py's parser with a fast path for runs of plain ``MSG`` frames of inline subscriptions."""
+
+    nc: InlineDeliveryClient
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != nats_parser.AWAITING_CONTROL_LINE:  # nats-py's parser is inside a frame: let it finish
+            await super().parse(data)
+            return
+        if self.buf:
+            data = bytes(self.buf) + data
+            self.buf.clear()
+        position = self._cut_inline(data)
+        if position < len(data):
+            await super().parse(data[position:])
+
+    def _cut_inline(self, data: bytes) -> int:
+        """Deliver the leading inline ``MSG`` frames of ``data``; returns where the first other frame starts.
+
+        A frame cut off by the end of the read stays for the next one (in ``buf``, as nats-py keeps it).
+        """
+        nc = self.nc
+        inline = nc._inline
+        position, end = 0, len(data)
+        run_sid, run_ingest, size = -1, None, 0
+        payloads: list[bytes] = []
+        while data.startswith(_MSG, position):
+            line_end = data.find(_CRLF, position)
+            if line_end < 0:
+                break
+            fields = data[position + 4 : line_end].split()
+            if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+                break  # a reply subject, or something nats-py's parser should judge
+            sid = int(fields[1])
+            ingest = inline.get(sid)
+            if ingest is None:
+                break
+            start = line_end + 2
+            stop = start + int(fields[2])
+            if stop + 2 > end:  # the payload is not all here yet
+                self.buf.extend(data[position:])
+                position = end
+                break
+            if sid != run_sid:
+                if payloads:
+                    nc._deliver(run_ingest, payloads, size)  # type: ignore[arg-type]
+                run_sid, run_ingest, payloads, size = sid, ingest, [], 0
+            payloads.append(data[start:stop])
+            size += stop - start
+            position = stop + 2
+        else:
+            if position < end and _MSG.startswith(data[position:]):  # "M", "MS", "MSG": the rest is coming
+                self.buf.extend(data[position:])
+                position = end
+        if payloads:
+            nc._deliver(run_ingest, payloads, size)  # type: ignore[arg-type]
+        return position

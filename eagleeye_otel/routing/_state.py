@@ -36,6 +36,26 @@ class InstanceState:
         """Seconds since the message was accepted; ``now`` is a reading of the client's clock."""
         return now - self.received_at
 
+    @property
+    def last_step_at(self) -> float | None:
+        """Unix time of the engine's newest real step (heartbeats keep it); ``None`` from an older publisher."""
+        return self.message.last_step_at
+
+    def step_age(self, now: float) -> float | None:
+        """Seconds since the engine's newest real step, as of ``now`` on the client's clock.
+
+        The publisher's part (``timestamp - last_step_at``) comes from one clock, the publisher's, and the rest
+        is :meth:`age`, so clock skew between machines does not enter. An engine with requests running whose
+        step age grows while heartbeats keep it fresh is hung; an idle one has nothing running.
+
+        Returns:
+            ``None`` when the publisher does not send ``last_step_at``.
+        """
+        last_step_at = self.message.last_step_at
+        if last_step_at is None:
+            return None
+        return max(0.0, self.message.timestamp - last_step_at) + now - self.received_at
+
 
 @dataclass(frozen=True)
 class RouterStats:
@@ -48,6 +68,8 @@ class RouterStats:
         oversized: payloads over :data:`~eagleeye_otel.routing.MAX_MESSAGE_BYTES`, dropped undecoded.
         out_of_order: messages older than the one held (lower ``seq`` with the same ``started``).
         duplicates: messages with the ``seq`` already held, such as a snapshot reply; harmless.
+        superseded: messages from an older process (lower ``started``) than the newest heard for the engine: a
+            late message of a publisher that restarted, or a second process publishing under the same instance id.
         overflow: messages of a new (instance, engine) dropped because the view was full.
         expired: (instance, engine) entries removed after ``stale_after`` seconds without a message.
         findings_invalid: with ``follow_health``, diagnosis payloads that were not a finding (bad JSON, wrong
@@ -65,3 +87,4 @@ class RouterStats:
     expired: int
     findings_invalid: int = 0
     findings_overflow: int = 0
+    superseded: int = 0

@@ -12,6 +12,7 @@ from nats.aio.client import Client
 
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.routing import MAX_MESSAGE_BYTES, RouterClient, RoutingMessage
+from eagleeye_otel.routing._view import RESTART_MEMORY_S
 from eagleeye_otel.settings import NatsSettings
 from tests.helpers.clock import ManualClock
 from tests.helpers.routing import message_fields
@@ -73,6 +74,8 @@ def test_unknown_fields_are_ignored(client: RouterClient) -> None:
         raw(num_requests_waiting=-1),
         raw(timestamp=0),
         msgspec.json.encode({k: v for k, v in message_fields().items() if k != "seq"}),
+        msgspec.json.encode({k: v for k, v in message_fields().items() if k != "started"}),
+        raw(started=0),
         b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
     ],
     ids=[
@@ -90,6 +93,8 @@ def test_unknown_fields_are_ignored(client: RouterClient) -> None:
         "negative-waiting",
         "zero-timestamp",
         "missing-seq",
+        "missing-started",
+        "zero-started",
         "deeply-nested",
     ],
 )
@@ -148,15 +153,79 @@ def test_new_started_means_restart_and_replaces(client: RouterClient) -> None:
     assert (state.message.started, state.message.seq, state.message.num_requests_running) == (2000.0, 1, 0)
 
 
-def test_lower_seq_is_accepted_once_the_held_message_is_stale(client: RouterClient, clock: ManualClock) -> None:
-    """A publisher that restarts without ``started`` is not locked out for good."""
-    assert client.handle(encoded(started=None, seq=500))
+def test_late_message_of_an_older_process_is_superseded(client: RouterClient, clock: ManualClock) -> None:
+    """Order is (started, seq): a higher seq of the old process does not overwrite the restarted engine."""
+    assert client.handle(encoded(started=2000.0, seq=1, num_requests_running=0))
+    assert not client.handle(encoded(started=1000.0, seq=501, num_requests_running=9))
+    clock.now += 3.5  # stale, not yet expired: still the newer process's state that an old message meets
+    assert not client.handle(encoded(started=1000.0, seq=502, num_requests_running=9))
+
+    assert client.stats.superseded == 2
+    assert (client.stats.out_of_order, client.stats.duplicates, client.stats.received) == (0, 0, 3)
+    assert client.handle(encoded(started=2000.0, seq=2))
+    state = client.get("pod-a")
+    assert state is not None
+    assert (state.message.started, state.message.seq) == (2000.0, 2)
+
+
+def test_an_expired_engine_still_refuses_its_older_process(client: RouterClient, clock: ManualClock) -> None:
+    assert client.handle(encoded(started=2000.0, seq=1))
     clock.now += 3.5
-    assert client.handle(encoded(started=None, seq=1))
+    assert client.get("pod-a") is None  # expired
+    assert client.stats.expired == 1
+
+    assert not client.handle(encoded(started=1000.0, seq=900))
+    assert client.get("pod-a") is None
+    assert client.stats.superseded == 1
+
+    clock.now += RESTART_MEMORY_S + 1  # remembered for a bounded time only: a clock stepped back is not locked out
+    assert client.handle(encoded(started=1000.0, seq=901))
+    assert client.get("pod-a") is not None
+
+
+def test_expired_engine_of_the_same_process_comes_back_with_any_seq(client: RouterClient, clock: ManualClock) -> None:
+    """A snapshot reply after an outage resends the last message: the router takes it as the current state."""
+    assert client.handle(encoded(seq=500))
+    clock.now += 3.5
+    assert client.instances() == []
+    assert client.handle(encoded(seq=500))
+
+    state = client.get("pod-a")
+    assert state is not None
+    assert state.message.seq == 500
+
+
+def test_lower_seq_is_accepted_once_the_held_message_is_stale(client: RouterClient, clock: ManualClock) -> None:
+    assert client.handle(encoded(seq=500))
+    clock.now += 3.5
+    assert client.handle(encoded(seq=1))
 
     state = client.get("pod-a")
     assert state is not None
     assert state.message.seq == 1
+
+
+def test_memory_of_expired_engines_is_bounded(clock: ManualClock) -> None:
+    client = RouterClient(clock=clock, max_instances=10, stale_after=0.5)
+    for i in range(50):
+        assert client.handle(encoded(instance=f"pod-{i}", started=2000.0))
+        clock.now += 1.0
+        client.instances()  # expires the previous engine
+    assert client.stats.expired == 50
+
+    # Only the 10 most recently expired engines are remembered, although pod-35 expired within RESTART_MEMORY_S.
+    assert not client.handle(encoded(instance="pod-45", started=1000.0))
+    assert client.handle(encoded(instance="pod-35", started=1000.0))
+
+
+def test_handle_many_applies_a_batch_in_order(client: RouterClient) -> None:
+    batch = [encoded(seq=1), b"{", encoded(seq=3, num_requests_waiting=3), encoded(seq=2), encoded(instance="pod-b")]
+
+    assert client.handle_many(batch) == 3
+    state = client.get("pod-a")
+    assert state is not None
+    assert (state.message.seq, state.message.num_requests_waiting) == (3, 3)
+    assert (client.stats.invalid, client.stats.out_of_order, client.stats.received) == (1, 1, 5)
 
 
 def test_engines_are_ordered_independently(client: RouterClient) -> None:
@@ -271,12 +340,14 @@ def test_received_is_the_sum_of_outcomes(client: RouterClient) -> None:
     client.handle(encoded(seq=2))
     client.handle(encoded(seq=2))
     client.handle(encoded(seq=1))
+    client.handle(encoded(seq=3, started=1.0))
     client.handle(b"{")
     client.handle(b" " * (MAX_MESSAGE_BYTES + 1))
 
     stats = client.stats
-    assert (stats.accepted, stats.duplicates, stats.out_of_order, stats.invalid, stats.oversized) == (1, 1, 1, 1, 1)
-    assert stats.received == 5
+    counts = (stats.accepted, stats.duplicates, stats.out_of_order, stats.superseded, stats.invalid, stats.oversized)
+    assert counts == (1, 1, 1, 1, 1, 1)
+    assert stats.received == 6
 
 
 @pytest.mark.parametrize(

@@ -151,3 +151,26 @@ async def test_router_outlives_a_nats_restart(nats_server: EmbeddedNatsServer, r
         while not await publish_until_seen():
             assert time.monotonic() < deadline, "the router did not reconnect"
             await asyncio.sleep(0.1)
+
+
+async def test_restart_with_the_same_instance_id_is_followed_at_once(router: RouterClient, sender: Client) -> None:
+    """vLLM as PID 1 in a restarted container keeps its instance id; only ``started`` tells the processes apart."""
+    for seq in range(1, 6):
+        await sender.publish(DEFAULT_ROUTING_SUBJECT, msgspec.json.encode(message(seq=seq, started=1000.0)))
+    await eventually(lambda: router.stats.accepted == 5, "the first process's messages")
+
+    restarted = message(seq=1, started=2000.0, num_requests_running=3)
+    await sender.publish(DEFAULT_ROUTING_SUBJECT, msgspec.json.encode(restarted))
+    await eventually(lambda: router.stats.accepted == 6, "the restarted process's first message")
+    state = router.get("pod-a")
+    assert state is not None
+    assert (state.message.started, state.message.seq, state.message.num_requests_running) == (2000.0, 1, 3)
+
+    late = message(seq=6, started=1000.0, num_requests_running=9)  # sent by the old process before it died
+    await sender.publish(DEFAULT_ROUTING_SUBJECT, msgspec.json.encode(late))
+    await sender.publish(DEFAULT_ROUTING_SUBJECT, msgspec.json.encode(message(seq=2, started=2000.0)))
+    await eventually(lambda: router.stats.received == 8, "both messages")
+    assert router.stats.superseded == 1
+    state = router.get("pod-a")
+    assert state is not None
+    assert (state.message.started, state.message.seq) == (2000.0, 2)

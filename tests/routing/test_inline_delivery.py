@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -31,14 +32,16 @@ async def receiver(nats_server: EmbeddedNatsServer) -> AsyncIterator[InlineDeliv
 
 
 class Recorder:
-    """What arrived inline and what arrived through the subscription's callback."""
+    """What arrived inline (and in how many calls) and what arrived through the subscription's callback."""
 
     def __init__(self) -> None:
         self.inline: list[bytes] = []
+        self.calls = 0
         self.callback: list[bytes] = []
 
-    def ingest(self, data: bytes) -> None:
-        self.inline.append(data)
+    def ingest(self, payloads: list[bytes]) -> None:
+        self.inline.extend(payloads)
+        self.calls += 1
 
     async def on_message(self, msg: Msg) -> None:
         self.callback.append(msg.data)
@@ -65,6 +68,31 @@ async def test_payloads_arrive_inline_in_order_and_are_counted(
     assert recorder.inline == sent
     assert recorder.callback == []
     assert receiver.stats["in_msgs"] >= len(sent)
+    assert recorder.calls < len(sent), "messages read together are handed over together"
+
+
+async def test_frames_cut_anywhere_by_the_reads_arrive_whole(receiver: InlineDeliveryClient) -> None:
+    """The parser's fast path, fed the server's bytes cut at every position, with other frames in between."""
+    recorder, other = Recorder(), Recorder()
+    subscription = await receiver.subscribe(SUBJECT, cb=recorder.on_message)
+    receiver.deliver_inline(subscription, recorder.ingest)
+    elsewhere = await receiver.subscribe("other.subject", cb=other.on_message)
+    sid, other_sid = subscription._id, elsewhere._id
+    stream = (
+        b"MSG %s %d 5\r\nfirst\r\n" % (SUBJECT.encode(), sid)
+        + b"MSG %s %d 0\r\n\r\n" % (SUBJECT.encode(), sid)
+        + b"MSG other.subject %d 3\r\nabc\r\n" % other_sid
+        + b"MSG %s %d _INBOX.x 2\r\nhi\r\n" % (SUBJECT.encode(), sid)
+        + b"MSG %s %d 6\r\nMSG \r\n\r\n" % (SUBJECT.encode(), sid)
+    )
+    expected = [b"first", b"", b"hi", b"MSG \r\n"]
+    for cut in range(1, len(stream)):
+        await receiver._ps.parse(stream[:cut])
+        await receiver._ps.parse(stream[cut:])
+        assert recorder.inline == expected, cut
+        recorder.inline.clear()
+    await asyncio.sleep(0.1)  # the other subscription's callbacks run on their own task
+    assert other.callback == [b"abc"] * (len(stream) - 1)
 
 
 async def test_other_subscriptions_and_messages_with_headers_use_the_callback(
@@ -95,18 +123,20 @@ async def test_a_failing_ingest_is_logged_and_the_connection_keeps_delivering(
 ) -> None:
     delivered: list[bytes] = []
 
-    def ingest(data: bytes) -> None:
-        if data == b"boom":
+    def ingest(payloads: list[bytes]) -> None:
+        if b"boom" in payloads:
             raise RuntimeError("ingest bug")
-        delivered.append(data)
+        delivered.extend(payloads)
 
     subscription = await receiver.subscribe(SUBJECT, cb=Recorder().on_message)
     receiver.deliver_inline(subscription, ingest)
     await flush(receiver)
     with caplog.at_level(logging.WARNING):
-        for payload in (b"before", b"boom", b"after"):
-            await sender.publish(SUBJECT, payload)
-        await flush(sender)
+        await sender.publish(SUBJECT, b"before")
+        await eventually(lambda: delivered == [b"before"])
+        await sender.publish(SUBJECT, b"boom")
+        await eventually(lambda: "ingest bug" in caplog.text)
+        await sender.publish(SUBJECT, b"after")
         await eventually(lambda: len(delivered) == 2)
 
     assert delivered == [b"before", b"after"]
