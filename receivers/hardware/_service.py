@@ -1,15 +1,17 @@
 """The hardware-monitor service: a node's sweeps as OTel metrics, scraped by Prometheus and pushed over NATS.
 
-One meter provider, two readers: Eagle Eye's private-registry Prometheus reader (for dashboards and autoscaling) and
-a periodic reader that exports an OTLP protobuf batch on ``<prefix>.<node>`` every interval (for the diagnosis
-service, within a second). Both read the same instruments, whose callbacks share one sweep per collection; a scrape
-that comes within half an interval of the NATS collection reuses its sweep. The node's identity is the resource, so
-it is on every batch and on Prometheus's ``target_info``.
+The hardware instruments on a meter provider read by Eagle Eye's private-registry Prometheus reader (for dashboards
+and autoscaling), and a thread that publishes an OTLP protobuf batch on ``<prefix>.<node>`` every interval (for the
+diagnosis service, within a second), encoded straight from the sweep (:mod:`._nats_export`): the message a periodic
+SDK reader would send, at a fraction of its cost. Both read the same points from one shared sweep; a scrape that
+comes within half an interval of the NATS export reuses its sweep. The node's identity is the resource, so it is on
+every batch and on Prometheus's ``target_info``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,7 +23,9 @@ from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.exporters.nats import NatsMetricExporter
 from eagleeye_otel.receivers.hardware._instruments import SweepCache, register_hardware_metrics
 from eagleeye_otel.receivers.hardware._monitor import HardwareMonitor
-from eagleeye_otel.sdk import OwnerOnlyPeriodicReader, PrometheusServingReader, shutdown_meter_provider
+from eagleeye_otel.receivers.hardware._nats_export import SweepExport
+from eagleeye_otel.receivers.hardware._otlp import SweepEncoder
+from eagleeye_otel.sdk import PrometheusServingReader, shutdown_meter_provider
 from eagleeye_otel.semconv._hardware import EAGLEEYE_NODE_NAME
 from eagleeye_otel.settings import HardwareSettings, NatsSettings
 from eagleeye_otel.version import __version__
@@ -66,8 +70,9 @@ class HardwareService:
 
     Attributes:
         monitor: the sources.
-        provider: the meter provider both readers read.
+        provider: the meter provider of the hardware instruments (read by Prometheus).
         exporter: the NATS exporter (its ``stats`` say what went out).
+        export: the thread that publishes each interval's batch through ``exporter``.
         sweeps: the sweep cache (its ``sweeps`` counts sweeps taken).
         prometheus: the Prometheus reader, or None when the endpoint is off.
     """
@@ -75,12 +80,18 @@ class HardwareService:
     monitor: HardwareMonitor
     provider: MeterProvider
     exporter: NatsMetricExporter
+    export: SweepExport
     sweeps: SweepCache
     prometheus: PrometheusServingReader | None
 
     def stop(self, deadline_s: float = 5.0) -> None:
         """Export once more, close NATS and the Prometheus endpoint, then release the sources; never raises."""
-        shutdown_meter_provider(self.provider, deadline_s)
+        began = time.monotonic()
+        try:
+            self.export.stop(deadline_s)
+        except Exception:
+            _logger.warning("the hardware NATS export did not stop cleanly", exc_info=True)
+        shutdown_meter_provider(self.provider, max(0.0, deadline_s - (time.monotonic() - began)))
         self.monitor.close()
 
 
@@ -124,13 +135,14 @@ def start_hardware_service(
     exporter = NatsMetricExporter(
         nats_settings=nats_settings, subject=settings.subject, client_name=HARDWARE_SERVICE_NAME
     )
-    interval_ms = interval_s * 1000
-    readers.append(
-        OwnerOnlyPeriodicReader(exporter, export_interval_millis=interval_ms, export_timeout_millis=interval_ms)
-    )
-    provider = MeterProvider(resource=hardware_resource(settings), metric_readers=readers, shutdown_on_exit=False)
+    resource = hardware_resource(settings)
+    provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     sweeps = register_hardware_metrics(provider, monitor.sweep, max_age_s=interval_s / 2)
+    export = SweepExport(exporter, SweepEncoder(resource), sweeps, interval_s=interval_s)
+    export.start()
     _logger.info(
         "hardware monitor: node %s, OTLP every %g s on NATS %s", settings.node_name, interval_s, exporter.subject
     )
-    return HardwareService(monitor=monitor, provider=provider, exporter=exporter, sweeps=sweeps, prometheus=prometheus)
+    return HardwareService(
+        monitor=monitor, provider=provider, exporter=exporter, export=export, sweeps=sweeps, prometheus=prometheus
+    )

@@ -18,6 +18,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.sdk._configuration import _import_exporters
@@ -273,6 +274,26 @@ async def test_json_encoding_over_nats(
     (metric,) = document["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
     assert metric["name"] == "test.requests"
     assert metric["sum"]["dataPoints"][0]["asInt"] == "9"
+
+
+@pytest.mark.integration
+async def test_a_batch_encoded_by_its_producer_goes_out_as_is_and_is_counted(
+    nats_server: EmbeddedNatsServer,
+    exporter_factory: Callable[..., NatsMetricExporter],
+    inbox: list[Msg],
+    eventually: Eventually,
+) -> None:
+    exporter = exporter_factory(nats_server.url)
+    payload = encode_metrics(collect(11)).SerializeToString()
+    await eventually(lambda: exporter.stats.connected)
+    exported = exporter.stats.exported
+    assert exporter.export_encoded(payload) is MetricExportResult.SUCCESS
+    assert exporter.stats.exported == exported + 1
+    await eventually(lambda: any(m.data == payload for m in inbox))
+    assert {m.headers.get("Content-Type") for m in inbox if m.headers} == {"application/x-protobuf"}
+    exporter.shutdown()
+    assert exporter.export_encoded(payload) is MetricExportResult.FAILURE
+    assert exporter.stats.dropped["closed"] == 1
 
 
 @pytest.mark.integration
