@@ -28,7 +28,9 @@ __all__ = [
     "connect_options",
     "describe_nats_error",
     "rate_limited_error_callback",
+    "reconnect_wait",
     "redacted_urls",
+    "tls_context",
 ]
 
 CONNECT_ATTEMPT_DEADLINE_S = 10.0
@@ -72,7 +74,7 @@ def connect_options(settings: NatsSettings, *, name: str, background: bool) -> d
     if settings.creds_file is not None:
         options["user_credentials"] = str(settings.creds_file)
     if settings.tls:
-        options["tls"] = _tls_context(settings)
+        options["tls"] = tls_context(settings)
     return options
 
 
@@ -93,7 +95,8 @@ def reconnect_wait() -> float:
     return random.uniform(RECONNECT_WAIT_MIN_S, RECONNECT_WAIT_MAX_S)
 
 
-def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
+def tls_context(settings: NatsSettings) -> ssl.SSLContext:
+    """The TLS context of ``settings``: the configured CA (else the system's) and the client certificate, if any."""
     context = ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
     if settings.tls_cert is not None and settings.tls_key is not None:
         context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
