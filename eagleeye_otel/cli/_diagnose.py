@@ -106,7 +106,10 @@ def diagnose(  # click passes options by name
 
 
 def _serve(rule_files: tuple[Path, ...]) -> None:
-    """The service: settings from the environment (docs/diagnosis-service.md), until SIGINT or SIGTERM."""
+    """The service: settings from the environment (docs/diagnosis-service.md), until SIGINT or SIGTERM.
+
+    An unreachable NATS does not stop it: it logs one warning, serves its report and reconnects in the background.
+    """
     try:
         engine = DiagnosisEngine(load_knowledge_base(rule_files))
         settings, nats = DiagnosisSettings.from_env(), Settings.from_env().nats

@@ -2,11 +2,13 @@
 
 ``--once`` reads one sweep, prints it (``--format json`` for scripts) and exits 0, also on a node with no GPU or NPU,
 where the output names the node and says why nothing was read. Without ``--once`` it runs until SIGINT or SIGTERM,
-then exports a last batch and closes everything. A bad setting stops it at start with an error naming the setting.
+then exports a last batch and closes everything. A bad setting stops it at start with an error naming the setting;
+an unreachable NATS does not (a DaemonSet may start first): it says so in one line and reconnects in the background.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import signal
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from eagleeye_otel.cli._hardware_output import print_sweep, sweep_document
+from eagleeye_otel.cli._nats_reach import reachable_or_say
 from eagleeye_otel.errors import EagleEyeError
 from eagleeye_otel.receivers.hardware._monitor import HardwareMonitor
 from eagleeye_otel.receivers.hardware._service import DEFAULT_HARDWARE_PROMETHEUS_PORT, start_hardware_service
@@ -83,7 +86,7 @@ def hardware_monitor(  # click passes options by name
         else:
             print_sweep(Console(), sweep)
         return
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a pod's log: one line per message
     monitor = HardwareMonitor.open(hardware)
     try:
         service = start_hardware_service(
@@ -103,7 +106,9 @@ def hardware_monitor(  # click passes options by name
     console.print(f"[green]✓[/] node {hardware.node_name}: {len(first.gpus)} GPU(s), {len(first.npus)} NPU(s)")
     if service.prometheus is not None:
         console.print(f"[green]✓[/] Prometheus http://{prometheus_host}:{service.prometheus.port}/metrics")
-    console.print(f"[green]✓[/] NATS {', '.join(nats.urls)} subject {hardware.subject} every {interval:g} s")
+    meanwhile = "each batch is dropped and counted, Prometheus serves"
+    if asyncio.run(reachable_or_say(nats, console, meanwhile=meanwhile)):
+        console.print(f"[green]✓[/] NATS {', '.join(nats.urls)} subject {hardware.subject} every {interval:g} s")
     _wait_for_signal()
     console.print("stopping")
     service.stop()

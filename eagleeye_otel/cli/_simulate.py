@@ -2,11 +2,13 @@
 
 Routing messages go out through the vLLM plugin's recorder and publisher, hardware sweeps through the hardware
 monitor's service (see :mod:`eagleeye_otel.simulation`), so whatever consumes them is exercised as in production,
-without GPUs or vLLM.
+without GPUs or vLLM. It first checks that NATS answers: the publishers would otherwise retry in the background
+forever and publish nothing, silently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -14,9 +16,10 @@ import time
 import click
 from rich.console import Console
 
+from eagleeye_otel.cli._nats_reach import connect_now
 from eagleeye_otel.errors import EagleEyeError
 from eagleeye_otel.receivers.hardware._service import HardwareService, start_hardware_service
-from eagleeye_otel.settings import HardwareSettings, Settings
+from eagleeye_otel.settings import HardwareSettings, NatsSettings, Settings
 from eagleeye_otel.simulation import FAULTS, FleetSpec, SimulatedFleet, SimulatedNode
 
 __all__ = ["simulate"]
@@ -61,6 +64,7 @@ def simulate(  # click passes options by name
         hardware = HardwareSettings.from_env()
     except EagleEyeError as error:
         raise click.ClickException(str(error)) from error
+    asyncio.run(_check_reachable(settings.nats))
     spec = FleetSpec(
         instances=instances, engines=engines, rate=rate, model=model, gpus_per_node=gpus_per_node, seed=seed
     )
@@ -90,6 +94,12 @@ def simulate(  # click passes options by name
     sent = sum(p.stats.published for p in fleet.publishers)
     heartbeats = sum(p.stats.heartbeats for p in fleet.publishers)
     console.print(f"stopped: {sent} step message(s) and {heartbeats} heartbeat(s) published")
+
+
+async def _check_reachable(settings: NatsSettings) -> None:
+    """Raise the one-line error of :func:`connect_now` unless a NATS server answers now."""
+    nc = await connect_now(settings, name="eagle-eye-simulate")
+    await nc.close()
 
 
 def _drive(fleet: SimulatedFleet, rate: float, duration: float, stop: threading.Event) -> None:

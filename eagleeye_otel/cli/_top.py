@@ -17,17 +17,15 @@ import tty
 from collections.abc import Iterator
 
 import click
-import nats.errors
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from eagleeye_otel.cli._nats_reach import connect_now
 from eagleeye_otel.cli._top_model import SORT_KEYS, FindingBoard, FindingMessage, Row, Sort, TokenRates, rows_of
-from eagleeye_otel.errors import EagleEyeError, RouterConnectError
-from eagleeye_otel.nats_options import connect_options, describe_nats_error, redacted_urls
+from eagleeye_otel.errors import EagleEyeError
 from eagleeye_otel.routing import RouterClient
 from eagleeye_otel.semconv import DEFAULT_DIAGNOSIS_SUBJECT_PREFIX
 from eagleeye_otel.settings import Settings
@@ -37,8 +35,7 @@ __all__ = ["TopScreen", "top"]
 _FINDING_LINES = 8
 """Most findings listed beneath the table; the rest are counted."""
 _DIAGNOSIS_SUBJECT = f"{DEFAULT_DIAGNOSIS_SUBJECT_PREFIX}.>"
-_CONNECT_DEADLINE_S = 15.0
-"""nats-py can hang after a failed TLS handshake (nats-io/nats.py#718), so connecting has a deadline."""
+_HINT = "is a NATS server running there? `eagle-eye up` starts one; or pass --nats-url (EAGLEEYE_NATS_URL)"
 _CHROME_LINES = 10
 """Lines the headers, captions and the key help take besides the rows."""
 _UNPRINTABLE = dict.fromkeys(
@@ -190,7 +187,7 @@ async def _run(settings: Settings, screen: TopScreen, refresh: float, drop: floa
         loop.add_signal_handler(signum, stop.set)
     keys: asyncio.Queue[str] = asyncio.Queue()
     console = Console()
-    nc = await _connect(settings)
+    nc = await connect_now(settings.nats, name="eagle-eye-top", hint=_HINT)
     client = RouterClient(
         nc=nc,
         subject=settings.routing.subject,
@@ -217,15 +214,3 @@ async def _run(settings: Settings, screen: TopScreen, refresh: float, drop: floa
                             screen.sort.press(key)
     finally:
         await nc.close()
-
-
-async def _connect(settings: Settings) -> Client:
-    """One connection for the router client and the findings: fail fast at start, then reconnect forever."""
-    nc = Client()
-    options = connect_options(settings.nats, name="eagle-eye-top", background=False)
-    try:
-        await asyncio.wait_for(nc.connect(**options), _CONNECT_DEADLINE_S)
-    except (nats.errors.Error, OSError, asyncio.TimeoutError) as error:
-        raise RouterConnectError(redacted_urls(settings.nats.urls), describe_nats_error(error)) from error
-    nc.options["max_reconnect_attempts"] = -1
-    return nc

@@ -1,9 +1,10 @@
 """``eagle-eye up``: the whole local stack on one machine, in one process tree.
 
-An embedded ``nats-server`` (unless ``EAGLEEYE_NATS_URL`` names one; the only child process), the hardware monitor
-(on a machine with no GPU it reports the node alone), the diagnosis service with its report, and their Prometheus
-endpoints all run here. It prints where each listens, reports instances as they join and leave, and on Ctrl-C or
-SIGTERM stops them in reverse order, so the last hardware batch and findings still reach NATS before it goes.
+An embedded ``nats-server`` (unless ``EAGLEEYE_NATS_URL`` names one, which must answer at start; the only child
+process), the hardware monitor (on a machine with no GPU it reports the node alone), the diagnosis service with its
+report, and their Prometheus endpoints all run here. It prints where each listens, reports instances as they join
+and leave, and on Ctrl-C or SIGTERM stops them in reverse order, so the last hardware batch and findings still reach
+NATS before it goes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
+from eagleeye_otel.cli._nats_reach import connect_now
 from eagleeye_otel.diagnosis import DiagnosisEngine, DiagnosisService, DiagnosisSettings, load_knowledge_base
 from eagleeye_otel.errors import EagleEyeError
 from eagleeye_otel.nats_server import EmbeddedNatsServer
@@ -31,6 +33,7 @@ __all__ = ["up"]
 
 _DEFAULT_PORT = int(DEFAULT_NATS_URL.rsplit(":", 1)[1])
 _PORT = click.IntRange(0, 65535)
+_HINT = "is a NATS server running there? Without EAGLEEYE_NATS_URL, `eagle-eye up` starts its own"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +162,8 @@ async def _start_nats(
 ) -> Settings:
     """The embedded server when no NATS is configured; the settings that point at the one in use."""
     if settings.nats.servers:
+        status.update(f"connecting to NATS at {', '.join(settings.nats.urls)}")
+        await (await connect_now(settings.nats, name="eagle-eye-up", hint=_HINT)).close()
         console.print(f"[green]✓[/] NATS    {', '.join(settings.nats.servers)}")
         return settings
     server = EmbeddedNatsServer(host=host, port=port)
