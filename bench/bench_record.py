@@ -50,6 +50,7 @@ from _record_setup import (
     wait_connected,
 )
 
+from eagleeye_otel.instrumentation.vllm._metrics_recorder import DRAIN_INTERVAL_S
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 
 TARGET_P50_US, TARGET_P99_US, TARGET_RSS_MB, TARGET_TOTAL_RATIO = 10.0, 50.0, 20.0, 1.0
@@ -63,7 +64,7 @@ Record = Callable[..., Any]
 # -- measurement ---------------------------------------------------------------------------------------------
 
 
-def settle(window_s: float = 0.25, max_s: float = 5.0) -> None:
+def settle(window_s: float = DRAIN_INTERVAL_S + 0.25, max_s: float = 10.0) -> None:
     """Wait until other threads of this process use < 1% of a core over ``window_s`` (> the drain interval)."""
     deadline = time.monotonic() + max_s
     while time.monotonic() < deadline:

@@ -5,8 +5,12 @@
 latest scheduler stats for the gauges' callbacks and appends the step's stats objects to a bounded per-engine
 queue. A daemon thread drains the queues every ``drain_interval_s``, as does every collection (the gauges'
 callbacks drain first, so a scrape sees every step before it), and :meth:`MetricsRecorder.drain` on demand.
-Counters are summed over a drain and added once. Fields vLLM added or removed across versions are read with
-defaults; a forked child records nothing.
+
+A drain costs the process CPU and holds the GIL that vLLM's loop needs, so it does per step only what the output
+needs: it folds the queued steps into counter sums and one list of samples per enabled histogram (a disabled one
+is never read), then hands the SDK each sample once (the API has no weighted or batched record: every sample is
+one call) and each counter's sum once, skipping sums of zero once the series exists. Fields vLLM added or removed
+across versions are read with defaults; a forked child records nothing.
 """
 
 from __future__ import annotations
@@ -31,14 +35,18 @@ from opentelemetry.metrics import (
 from eagleeye_otel import semconv as sc
 from eagleeye_otel.fork_guard import ForkGuard
 from eagleeye_otel.log_limiter import LogLimiter
+from eagleeye_otel.thread_names import name_os_thread
 from eagleeye_otel.version import __version__
 
-__all__ = ["METER_NAME", "EngineMetrics", "MetricsRecorder", "shared_metrics_recorder"]
+__all__ = ["DRAIN_INTERVAL_S", "METER_NAME", "EngineMetrics", "MetricsRecorder", "shared_metrics_recorder"]
 
 _logger = logging.getLogger(__name__)
 
 METER_NAME = "eagleeye_otel.instrumentation.vllm"
 """The instrumentation scope of every vLLM metric."""
+DRAIN_INTERVAL_S = 1.0
+"""How often the drain thread records what is queued. Collections drain first, so this bounds only the queue (and
+what an idle Prometheus or OTLP reader would miss); each wake-up costs CPU whether steps are queued or not."""
 _YIELD_EVERY_S = 0.0002
 """Longest stretch a drain holds the GIL before handing it to vLLM's event loop."""
 _NAP_S = 0.00005
@@ -71,6 +79,8 @@ class EngineMetrics:
         """Steps dropped, oldest first, because :attr:`pending` was full."""
         self.dropped_reported = 0
         """Of :attr:`dropped`, how many the drains have added to the counter."""
+        self.counted = False
+        """Whether a drain has added every counter once (zero included), so that each series exists."""
         self.reason_attributes: dict[object, dict[str, str | int]] = {}
         self._fork_guard = fork_guard
 
@@ -88,27 +98,72 @@ class EngineMetrics:
         pending.append((scheduler_stats, iteration_stats))
 
 
-class _Totals:
-    """Counter deltas summed over one drain of one engine."""
+class _Batch:
+    """What one drain of one engine folded from its queued steps: counter sums and histogram samples."""
 
     __slots__ = (
         "accepted",
         "draft_tokens",
         "drafts",
         "finished",
+        "finished_samples",
         "generation",
+        "iteration_tokens",
+        "itl",
         "preemptions",
         "prefix_hits",
         "prefix_queries",
         "prompt",
+        "samples",
         "spec",
+        "ttft",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, histograms: Mapping[str, Histogram]) -> None:
         self.prefix_queries = self.prefix_hits = self.preemptions = self.prompt = self.generation = 0
         self.drafts = self.draft_tokens = self.accepted = 0
         self.spec = False
         self.finished: dict[object, int] = {}
+        self.samples: dict[str, list[Any]] = {name: [] for name in histograms}
+        """Per enabled histogram, its samples in step order; a disabled histogram has no list and is not read."""
+        self.iteration_tokens = self.samples.get(sc.VLLM_ITERATION_TOKENS)
+        self.ttft = self.samples.get(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN)
+        self.itl = self.samples.get(sc.VLLM_INTER_TOKEN_LATENCY)
+        self.finished_samples = [(field, self.samples[n]) for field, n in _FINISHED_HISTOGRAMS if n in self.samples]
+
+    def fold_scheduler(self, stats: Any) -> None:
+        prefix = getattr(stats, "prefix_cache_stats", None)
+        if prefix is not None:
+            self.prefix_queries += getattr(prefix, "queries", 0)
+            self.prefix_hits += getattr(prefix, "hits", 0)
+        spec = getattr(stats, "spec_decoding_stats", None)
+        if spec is not None:
+            self.spec = True
+            self.drafts += getattr(spec, "num_drafts", 0)
+            self.draft_tokens += getattr(spec, "num_draft_tokens", 0)
+            self.accepted += getattr(spec, "num_accepted_tokens", 0)
+
+    def fold_iteration(self, stats: Any) -> None:
+        generation = getattr(stats, "num_generation_tokens", 0)
+        prompt = getattr(stats, "num_prompt_tokens", 0)
+        self.generation += generation
+        self.prompt += prompt
+        self.preemptions += getattr(stats, "num_preempted_reqs", 0)
+        if self.iteration_tokens is not None:
+            # vLLM 0.17+ counts only the prompt tokens computed this step (cache hits excluded).
+            computed = getattr(getattr(stats, "prompt_token_stats", None), "computed", prompt)
+            self.iteration_tokens.append(computed + generation)
+        if self.ttft is not None:
+            self.ttft.extend(getattr(stats, "time_to_first_tokens_iter", ()))
+        if self.itl is not None:
+            self.itl.extend(getattr(stats, "inter_token_latencies_iter", ()))
+        for finished in getattr(stats, "finished_requests", ()):
+            reason = getattr(finished, "finish_reason", None)
+            self.finished[reason] = self.finished.get(reason, 0) + 1
+            for field, samples in self.finished_samples:
+                value = getattr(finished, field, None)
+                if value is not None:
+                    samples.append(value)
 
 
 class MetricsRecorder:
@@ -126,7 +181,7 @@ class MetricsRecorder:
         meter_provider: MeterProvider,
         *,
         max_pending: int = 4096,
-        drain_interval_s: float = 0.1,
+        drain_interval_s: float = DRAIN_INTERVAL_S,
         enabled: Mapping[str, bool] | None = None,
     ) -> None:
         self._fork_guard = ForkGuard()
@@ -136,6 +191,7 @@ class MetricsRecorder:
         self._failures = LogLimiter(_logger)
         self._counters: dict[str, Counter] = {}
         self._histograms: dict[str, Histogram] = {}
+        """The enabled histograms only: a drain collects samples for these alone."""
         self._create_instruments(meter_provider.get_meter(METER_NAME, __version__), enabled or {})
         self._yielded = time.perf_counter()
         self._stop = threading.Event()
@@ -181,6 +237,7 @@ class MetricsRecorder:
         self.drain()
 
     def _run(self, interval_s: float) -> None:
+        name_os_thread(threading.current_thread().name)
         while not self._stop.wait(interval_s):
             self.drain()
 
@@ -192,13 +249,15 @@ class MetricsRecorder:
             sc.VLLM_KV_CACHE_USAGE: self._observe_kv_cache_usage,
         }
         for spec in sc.VLLM_METRICS:
-            target = meter if enabled.get(spec.name, spec.enabled) else noop
+            on = enabled.get(spec.name, spec.enabled)
+            target = meter if on else noop
             if spec.kind is sc.InstrumentKind.COUNTER:
                 self._counters[spec.name] = target.create_counter(spec.name, spec.unit, spec.description)
             elif spec.kind is sc.InstrumentKind.HISTOGRAM:
-                self._histograms[spec.name] = target.create_histogram(
-                    spec.name, spec.unit, spec.description, explicit_bucket_boundaries_advisory=spec.buckets
-                )
+                if on:
+                    self._histograms[spec.name] = meter.create_histogram(
+                        spec.name, spec.unit, spec.description, explicit_bucket_boundaries_advisory=spec.buckets
+                    )
             else:
                 target.create_observable_gauge(spec.name, [gauge_callbacks[spec.name]], spec.unit, spec.description)
 
@@ -208,18 +267,19 @@ class MetricsRecorder:
         dropped = engine.dropped - engine.dropped_reported
         if count == 0 and dropped == 0:
             return
-        totals = _Totals()
+        batch = _Batch(self._histograms)
         for _ in range(count):
             scheduler_stats, iteration_stats = pending.popleft()
             try:
                 if scheduler_stats is not None:
-                    _fold_scheduler(scheduler_stats, totals)
+                    batch.fold_scheduler(scheduler_stats)
                 if iteration_stats is not None:
-                    self._record_iteration(iteration_stats, engine, totals)
+                    batch.fold_iteration(iteration_stats)
             except Exception:
                 self._failures.warning("Eagle Eye skipped unreadable vLLM stats", exc_info=True)
             self._pace()
-        self._add_totals(engine, totals, dropped)
+        self._record_samples(engine, batch)
+        self._add_totals(engine, batch, dropped)
 
     def _pace(self) -> None:
         """Sleep briefly after every ``_YIELD_EVERY_S`` of drain work, so vLLM's event loop gets the GIL."""
@@ -227,45 +287,35 @@ class MetricsRecorder:
             time.sleep(_NAP_S)
             self._yielded = time.perf_counter()
 
-    def _record_iteration(self, stats: Any, engine: EngineMetrics, totals: _Totals) -> None:
-        attributes = engine.attributes
-        generation = getattr(stats, "num_generation_tokens", 0)
-        prompt = getattr(stats, "num_prompt_tokens", 0)
-        totals.generation += generation
-        totals.prompt += prompt
-        totals.preemptions += getattr(stats, "num_preempted_reqs", 0)
-        # vLLM 0.17+ counts only the prompt tokens computed this step (cache hits excluded).
-        computed = getattr(getattr(stats, "prompt_token_stats", None), "computed", prompt)
-        histograms = self._histograms
-        histograms[sc.VLLM_ITERATION_TOKENS].record(computed + generation, attributes)
-        record = histograms[sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN].record
-        for value in getattr(stats, "time_to_first_tokens_iter", ()):
-            record(value, attributes)
-        record = histograms[sc.VLLM_INTER_TOKEN_LATENCY].record
-        for value in getattr(stats, "inter_token_latencies_iter", ()):
-            record(value, attributes)
-            self._pace()  # one sample per running request: hundreds on a big batch
-        for finished in getattr(stats, "finished_requests", ()):
-            reason = getattr(finished, "finish_reason", None)
-            totals.finished[reason] = totals.finished.get(reason, 0) + 1
-            for field, name in _FINISHED_HISTOGRAMS:
-                value = getattr(finished, field, None)
-                if value is not None:
-                    histograms[name].record(value, attributes)
+    def _record_samples(self, engine: EngineMetrics, batch: _Batch) -> None:
+        attributes, pace = engine.attributes, self._pace
+        for name, samples in batch.samples.items():
+            record = self._histograms[name].record
+            for value in samples:
+                try:
+                    record(value, attributes)
+                except Exception:
+                    self._failures.warning("Eagle Eye skipped an unreadable vLLM sample", exc_info=True)
+                pace()  # one SDK call per sample: hundreds on a big batch
 
-    def _add_totals(self, engine: EngineMetrics, totals: _Totals, dropped: int) -> None:
-        attributes = engine.attributes
-        counters = self._counters
-        counters[sc.VLLM_PREFIX_CACHE_QUERIES].add(totals.prefix_queries, attributes)
-        counters[sc.VLLM_PREFIX_CACHE_HITS].add(totals.prefix_hits, attributes)
-        counters[sc.VLLM_NUM_PREEMPTIONS].add(totals.preemptions, attributes)
-        counters[sc.VLLM_PROMPT_TOKENS].add(totals.prompt, attributes)
-        counters[sc.VLLM_GENERATION_TOKENS].add(totals.generation, attributes)
-        if totals.spec:
-            counters[sc.VLLM_SPEC_DECODE_NUM_DRAFTS].add(totals.drafts, attributes)
-            counters[sc.VLLM_SPEC_DECODE_NUM_DRAFT_TOKENS].add(totals.draft_tokens, attributes)
-            counters[sc.VLLM_SPEC_DECODE_NUM_ACCEPTED_TOKENS].add(totals.accepted, attributes)
-        for reason, count in totals.finished.items():
+    def _add_totals(self, engine: EngineMetrics, batch: _Batch, dropped: int) -> None:
+        attributes, counters = engine.attributes, self._counters
+        sums = [
+            (sc.VLLM_PREFIX_CACHE_QUERIES, batch.prefix_queries),
+            (sc.VLLM_PREFIX_CACHE_HITS, batch.prefix_hits),
+            (sc.VLLM_NUM_PREEMPTIONS, batch.preemptions),
+            (sc.VLLM_PROMPT_TOKENS, batch.prompt),
+            (sc.VLLM_GENERATION_TOKENS, batch.generation),
+        ]
+        if batch.spec:
+            sums.append((sc.VLLM_SPEC_DECODE_NUM_DRAFTS, batch.drafts))
+            sums.append((sc.VLLM_SPEC_DECODE_NUM_DRAFT_TOKENS, batch.draft_tokens))
+            sums.append((sc.VLLM_SPEC_DECODE_NUM_ACCEPTED_TOKENS, batch.accepted))
+        for name, value in sums:
+            if value or not engine.counted:  # a zero adds nothing once the series exists
+                counters[name].add(value, attributes)
+        engine.counted = True
+        for reason, count in batch.finished.items():
             counters[sc.VLLM_REQUEST_SUCCESS].add(count, _reason_attributes(engine, reason))
         if dropped:
             counters[sc.EAGLEEYE_VLLM_STATS_DROPPED].add(dropped, attributes)
@@ -295,19 +345,6 @@ class MetricsRecorder:
             except Exception:
                 self._failures.warning("Eagle Eye skipped an unreadable vLLM gauge", exc_info=True)
         return iter(observations)
-
-
-def _fold_scheduler(stats: Any, totals: _Totals) -> None:
-    prefix = getattr(stats, "prefix_cache_stats", None)
-    if prefix is not None:
-        totals.prefix_queries += getattr(prefix, "queries", 0)
-        totals.prefix_hits += getattr(prefix, "hits", 0)
-    spec = getattr(stats, "spec_decoding_stats", None)
-    if spec is not None:
-        totals.spec = True
-        totals.drafts += getattr(spec, "num_drafts", 0)
-        totals.draft_tokens += getattr(spec, "num_draft_tokens", 0)
-        totals.accepted += getattr(spec, "num_accepted_tokens", 0)
 
 
 def _reason_attributes(engine: EngineMetrics, reason: object) -> dict[str, str | int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, Metric
 from prometheus_client import CollectorRegistry, generate_latest
 from vllm.v1.engine import FinishReason
 from vllm.v1.spec_decode.metrics import SpecDecodingStats
@@ -185,6 +186,37 @@ def test_drain_thread_empties_the_queue(provider):
         while handle.pending and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not handle.pending
+    finally:
+        recorder.shutdown()
+
+
+def test_every_counter_series_exists_from_the_first_step_and_keeps_its_total():
+    reader = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA})
+    provider = MeterProvider(metric_readers=[reader])
+    recorder = MetricsRecorder(provider, drain_interval_s=0)
+    handle = engine(recorder)
+    handle.record(scheduler(), iteration(generated=3))
+    first = Readout(reader)
+    assert first.value(sc.VLLM_NUM_PREEMPTIONS) == 0  # a zero is reported once, as vLLM's own series start at 0
+    assert first.value(sc.VLLM_GENERATION_TOKENS) == 3
+
+    handle.record(scheduler(), iteration(generated=4))
+    second = Readout(reader)
+    assert second.value(sc.VLLM_GENERATION_TOKENS) == 4  # this interval's tokens
+    assert sc.VLLM_NUM_PREEMPTIONS not in second.metrics  # nothing happened: no zero point to store and send
+    recorder.shutdown()
+    provider.shutdown()
+
+
+def test_drain_thread_carries_its_name_in_the_kernel(provider):
+    recorder = MetricsRecorder(provider, drain_interval_s=0.01)
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == "eagleeye-vllm-metrics"]
+        comm = Path(f"/proc/self/task/{thread.native_id}/comm")
+        deadline = time.monotonic() + 5
+        while comm.read_text().strip() != "eagleeye-vllm-m" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert comm.read_text().strip() == "eagleeye-vllm-m"  # what top -H shows: its first 15 bytes
     finally:
         recorder.shutdown()
 
