@@ -64,7 +64,8 @@ EAGLEEYE_HEARTBEAT_INTERVAL: Final = "EAGLEEYE_HEARTBEAT_INTERVAL"
 """
 .. envvar:: EAGLEEYE_HEARTBEAT_INTERVAL
 
-Seconds between heartbeats while an engine is idle. Default 1.0; must be in (0, 60].
+Seconds between heartbeats while an engine is idle. Default 1.0; must be in (0, 1.5]: routers forget an engine
+silent for 3 s (``RouterClient``'s default ``stale_after``), and two heartbeats must fit in that time.
 """
 
 EAGLEEYE_NATS_TOKEN: Final = "EAGLEEYE_NATS_TOKEN"

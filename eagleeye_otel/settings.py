@@ -25,6 +25,7 @@ from eagleeye_otel.semconv import (
     DEFAULT_METRICS_SUBJECT,
     DEFAULT_ROUTING_SNAPSHOT_SUBJECT,
     DEFAULT_ROUTING_SUBJECT,
+    ROUTING_STALE_AFTER_S,
     VLLM_METRICS,
 )
 
@@ -41,7 +42,9 @@ __all__ = [
     "subject_token",
 ]
 
-_MAX_HEARTBEAT_S = 60.0
+_MAX_HEARTBEAT_S = ROUTING_STALE_AFTER_S / 2
+"""Routers forget an engine they hear nothing from for ``ROUTING_STALE_AFTER_S``; two heartbeats must fit in that
+window, so a single lost one never makes an idle engine vanish from their views."""
 _MAX_DEVICES, _MAX_DEVICE_ID = 64, 128
 """Bounds of the routing message's ``devices``."""
 
@@ -268,5 +271,10 @@ def _heartbeat(value: str | None) -> float:
     except ValueError:
         raise ConfigError(ev.EAGLEEYE_HEARTBEAT_INTERVAL, value, "must be a number of seconds") from None
     if not 0 < seconds <= _MAX_HEARTBEAT_S:
-        raise ConfigError(ev.EAGLEEYE_HEARTBEAT_INTERVAL, value, f"must be in (0, {_MAX_HEARTBEAT_S:g}] seconds")
+        raise ConfigError(
+            ev.EAGLEEYE_HEARTBEAT_INTERVAL,
+            value,
+            f"must be in (0, {_MAX_HEARTBEAT_S:g}] seconds: routers forget an engine silent for "
+            f"{ROUTING_STALE_AFTER_S:g} s (RouterClient's stale_after), so two heartbeats must fit in that time",
+        )
     return seconds

@@ -81,6 +81,14 @@ def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
     assert isinstance(caught.value, ValueError)
 
 
+def test_a_heartbeat_interval_routers_would_outlive_is_refused_with_the_reason() -> None:
+    assert Settings.from_env({"EAGLEEYE_HEARTBEAT_INTERVAL": "1.5"}).routing.heartbeat_interval == 1.5
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"EAGLEEYE_HEARTBEAT_INTERVAL": "2"})
+    assert "must be in (0, 1.5] seconds" in str(caught.value)
+    assert "stale_after" in str(caught.value)
+
+
 def test_certificate_without_key(tmp_path: Path) -> None:
     cert = tmp_path / "client.pem"
     cert.write_text("not checked here")

@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from eagleeye_otel.semconv._attributes import ENGINE_ATTRIBUTES, VLLM_FINISHED_REASON
+from eagleeye_otel.semconv._attributes import EAGLEEYE_INSTANCE_ID, ENGINE_ATTRIBUTES, VLLM_FINISHED_REASON
 
 VLLM_NUM_REQUESTS_WAITING: Final = "vllm.num_requests_waiting"
 VLLM_NUM_REQUESTS_RUNNING: Final = "vllm.num_requests_running"
@@ -40,6 +40,15 @@ VLLM_SPEC_DECODE_NUM_DRAFTS: Final = "vllm.spec_decode_num_drafts"
 VLLM_SPEC_DECODE_NUM_DRAFT_TOKENS: Final = "vllm.spec_decode_num_draft_tokens"
 VLLM_SPEC_DECODE_NUM_ACCEPTED_TOKENS: Final = "vllm.spec_decode_num_accepted_tokens"
 EAGLEEYE_VLLM_STATS_DROPPED: Final = "eagleeye.vllm.stats_dropped"
+EAGLEEYE_VLLM_RECORD_FAILURES: Final = "eagleeye.vllm.record_failures"
+EAGLEEYE_ROUTING_OFFERED: Final = "eagleeye.routing.offered"
+EAGLEEYE_ROUTING_PUBLISHED: Final = "eagleeye.routing.published"
+EAGLEEYE_ROUTING_HEARTBEATS: Final = "eagleeye.routing.heartbeats"
+EAGLEEYE_ROUTING_COALESCED: Final = "eagleeye.routing.coalesced"
+EAGLEEYE_ROUTING_DROPPED: Final = "eagleeye.routing.dropped"
+EAGLEEYE_ROUTING_ERRORS: Final = "eagleeye.routing.errors"
+EAGLEEYE_ROUTING_RECONNECTS: Final = "eagleeye.routing.reconnects"
+EAGLEEYE_ROUTING_CONNECTED: Final = "eagleeye.routing.connected"
 
 GEN_AI_SERVER_TIME_TO_FIRST_TOKEN_BUCKETS: Final = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -78,6 +87,7 @@ class InstrumentKind(enum.Enum):
     COUNTER = "counter"
     HISTOGRAM = "histogram"
     OBSERVABLE_GAUGE = "observable_gauge"
+    OBSERVABLE_COUNTER = "observable_counter"
 
 
 @dataclass(frozen=True)
@@ -241,3 +251,66 @@ VLLM_METRICS: Final[tuple[MetricSpec, ...]] = (
     ),
 )
 """Every metric the vLLM plugin records, in documentation order."""
+
+
+def _health(name: str, kind: InstrumentKind, unit: str, description: str) -> MetricSpec:
+    return MetricSpec(name, kind, unit, description, attributes=(EAGLEEYE_INSTANCE_ID,))
+
+
+PLUGIN_HEALTH_METRICS: Final[tuple[MetricSpec, ...]] = (
+    _health(
+        EAGLEEYE_ROUTING_OFFERED,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{message}",
+        "Engine states handed to the routing publisher (one per engine step, plus one per engine at start).",
+    ),
+    _health(
+        EAGLEEYE_ROUTING_PUBLISHED,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{message}",
+        "Step messages written to NATS.",
+    ),
+    _health(
+        EAGLEEYE_ROUTING_HEARTBEATS,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{message}",
+        "Heartbeats written to NATS while engines were idle.",
+    ),
+    _health(
+        EAGLEEYE_ROUTING_COALESCED,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{message}",
+        "Engine states replaced by a newer one before they could be sent (NATS slow or unreachable).",
+    ),
+    _health(
+        EAGLEEYE_ROUTING_DROPPED,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{message}",
+        "Engine states lost: too many engines, or the connection failed with them in flight.",
+    ),
+    _health(
+        EAGLEEYE_ROUTING_ERRORS,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{error}",
+        "NATS connections of the routing publisher lost while up.",
+    ),
+    _health(
+        EAGLEEYE_ROUTING_RECONNECTS,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{connection}",
+        "NATS connections of the routing publisher made again after one was lost.",
+    ),
+    _health(
+        EAGLEEYE_ROUTING_CONNECTED,
+        InstrumentKind.OBSERVABLE_GAUGE,
+        "1",
+        "1 while the routing publisher's NATS connection is up, else 0.",
+    ),
+    _health(
+        EAGLEEYE_VLLM_RECORD_FAILURES,
+        InstrumentKind.OBSERVABLE_COUNTER,
+        "{failure}",
+        "Calls from vLLM into the plugin that raised inside Eagle Eye (caught, counted, logged at most once a minute).",
+    ),
+)
+"""The vLLM plugin's own health, per process: is the routing push flowing, and is recording failing."""

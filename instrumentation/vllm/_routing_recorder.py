@@ -55,10 +55,11 @@ class RoutingRecorder:
         self._prompt_tokens = 0
         self._generation_tokens = 0
         self._preemptions = 0
+        self._last_step_at: float | None = None
 
     def announce(self) -> None:
         """Offer an idle state, so routers see the engine as soon as it is up, before its first request."""
-        self._offer(waiting=0, running=0, kv_cache_usage=0.0)
+        self._offer(time.time(), waiting=0, running=0, kv_cache_usage=0.0)
 
     def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         """Fold one step's stats into the totals and offer the new state (when the step has scheduler stats)."""
@@ -68,25 +69,28 @@ class RoutingRecorder:
             self._preemptions += iteration_stats.num_preempted_reqs
         if scheduler_stats is None:
             return
+        self._last_step_at = now = time.time()
         prefix = getattr(scheduler_stats, "prefix_cache_stats", None)
         if prefix is not None:
             self._prefix_queries += prefix.queries
             self._prefix_hits += prefix.hits
         self._offer(
+            now,
             # vLLM 0.20 split deferred requests out of num_waiting_reqs; routers want both.
             waiting=scheduler_stats.num_waiting_reqs + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0),
             running=scheduler_stats.num_running_reqs,
             kv_cache_usage=min(max(scheduler_stats.kv_cache_usage, 0.0), 1.0),
         )
 
-    def _offer(self, *, waiting: int, running: int, kv_cache_usage: float) -> None:
+    def _offer(self, timestamp: float, *, waiting: int, running: int, kv_cache_usage: float) -> None:
         self._publisher.offer(
             RoutingMessage(
                 version=ROUTING_MESSAGE_VERSION,
                 instance=self._instance,
                 model=self._model,
                 engine=self._engine,
-                timestamp=time.time(),
+                timestamp=timestamp,
+                last_step_at=self._last_step_at,
                 seq=0,
                 num_requests_waiting=waiting,
                 num_requests_running=running,

@@ -28,8 +28,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 
 from eagleeye_otel.errors import ConfigError
 from eagleeye_otel.exporters.nats import RoutingPublisher
+from eagleeye_otel.instrumentation.vllm._health_metrics import register_health_metrics
 from eagleeye_otel.instrumentation.vllm._logging import follow_vllm_logging
 from eagleeye_otel.instrumentation.vllm._metrics_recorder import shared_metrics_recorder
+from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.receivers.hardware import instrument_system_metrics, register_cgroup_metrics
 from eagleeye_otel.sdk import PipelineSettings, build_meter_provider, claim_ownership, shutdown_meter_provider
 from eagleeye_otel.settings import Settings
@@ -53,6 +55,8 @@ class PluginRuntime:
     """Unix time this runtime was created."""
     meter_provider: metrics.MeterProvider
     """Where the plugin's OTel instruments live."""
+    failures: LogLimiter = dataclasses.field(default_factory=lambda: LogLimiter(_logger))
+    """Where every stat logger of the process counts (and logs, at most once a minute) what raised inside it."""
 
 
 _lock = threading.Lock()
@@ -110,7 +114,14 @@ def _create() -> PluginRuntime | None:
         )
     provider, owned = _meter_provider()
     atexit.register(_shutdown, publisher, provider, owned)
-    return PluginRuntime(settings=settings, publisher=publisher, started=time.time(), meter_provider=provider)
+    runtime = PluginRuntime(settings=settings, publisher=publisher, started=time.time(), meter_provider=provider)
+    try:
+        register_health_metrics(
+            provider, instance=settings.routing.instance_id, publisher=publisher, failures=runtime.failures
+        )
+    except Exception:  # never a reason to lose the serving metrics or the push
+        _logger.warning("Eagle Eye's own health metrics are off", exc_info=True)
+    return runtime
 
 
 def _meter_provider() -> tuple[metrics.MeterProvider, bool]:

@@ -54,9 +54,16 @@ class EagleEyeStatLogger(StatLoggerBase):
         self._failures = LogLimiter(_logger)
         self._routing: RoutingRecorder | None = None
         self._metrics: EngineMetrics | None = None
-        runtime = runtime or plugin_runtime()
+        try:  # vLLM builds its stat loggers while it starts: nothing here may stop it
+            self._set_up(vllm_config, engine_index, runtime or plugin_runtime())
+        except Exception:
+            self._routing = self._metrics = None
+            _logger.error("Eagle Eye is off for engine %d", engine_index, exc_info=True)
+
+    def _set_up(self, vllm_config: VllmConfig, engine_index: int, runtime: PluginRuntime | None) -> None:
         if runtime is None:
             return
+        self._failures = runtime.failures
         model = served_model_name(vllm_config)
         instance = runtime.settings.routing.instance_id
         try:

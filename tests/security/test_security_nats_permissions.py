@@ -6,6 +6,7 @@ is refused with a clear error, never blocking the caller."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,8 +53,9 @@ class Sink:
 
 def publisher_for(auth: AuthServer, component: str = "vllm", **env: str) -> RoutingPublisher:
     # A 60 s heartbeat: a router that joins late can only learn the state from the snapshot replies.
-    settings = Settings.from_env({**auth.env(component, **env), "EAGLEEYE_HEARTBEAT_INTERVAL": "60"})
-    return RoutingPublisher(nats_settings=settings.nats, routing=settings.routing, client_name="test-vllm")
+    settings = Settings.from_env(auth.env(component, **env))
+    routing = dataclasses.replace(settings.routing, heartbeat_interval=60.0)
+    return RoutingPublisher(nats_settings=settings.nats, routing=routing, client_name="test-vllm")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -82,3 +83,12 @@ def test_buckets_extend_the_semconv_advice():
     tpot = sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN_BUCKETS
     assert sc.TIME_TO_FIRST_TOKEN_BUCKETS[: len(ttft)] == ttft
     assert sc.INTER_TOKEN_LATENCY_BUCKETS[: len(tpot)] == tpot
+
+
+def test_docs_list_every_plugin_health_metric_with_its_prometheus_name():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    for spec in sc.PLUGIN_HEALTH_METRICS:
+        family = re.sub(r"[^a-zA-Z0-9]+", "_", spec.name)
+        if spec.kind is sc.InstrumentKind.OBSERVABLE_COUNTER:
+            family += "_total"
+        assert f"| `{spec.name}` | {spec.kind.value} | `{spec.unit}` | `{family}` | {spec.description} |" in docs

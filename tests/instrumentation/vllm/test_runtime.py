@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 from unittest.mock import patch
 
@@ -14,9 +16,10 @@ import pytest
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from vllm.v1.metrics.stats import SchedulerStats
 
-from eagleeye_otel.instrumentation.vllm import _runtime
-from eagleeye_otel.nats_server import free_port
+from eagleeye_otel.instrumentation.vllm import EagleEyeStatLogger, _runtime
+from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from eagleeye_otel.sdk import EAGLEEYE_OWNER_PID
 
 
@@ -113,3 +116,61 @@ def test_the_instrumentors_provider_wins_until_it_is_withdrawn() -> None:
     _runtime.use_meter_provider(None)
     runtime = _runtime.plugin_runtime()
     assert runtime is not None and runtime.meter_provider is not chosen
+
+
+def _sample(exposition: str, family: str) -> float | None:
+    """The value of the one series of ``family`` in a Prometheus exposition, or ``None`` when it is absent."""
+    for line in exposition.splitlines():
+        if line.startswith(family + "{") or line.startswith(family + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_the_push_and_record_failures_are_visible_on_metrics(
+    fresh: list[Callable[[], None]], nats_server: EmbeddedNatsServer
+) -> None:
+    """What an operator checks on the plugin's /metrics: is the routing push connected and flowing, does it fail."""
+    port = free_port()
+    os.environ.update(
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+        EAGLEEYE_ROUTING_ENABLED="true",
+        EAGLEEYE_NATS_URL=nats_server.url,
+        EAGLEEYE_INSTANCE_ID="pod-h",
+    )
+    runtime = _runtime.plugin_runtime()
+    assert runtime is not None and runtime.publisher is not None
+    config = SimpleNamespace(model_config=SimpleNamespace(served_model_name="tiny", model="tiny"))
+    logger = EagleEyeStatLogger(config, 0)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 10
+    while not runtime.publisher.stats.connected:
+        assert time.monotonic() < deadline, "the publisher never connected"
+        time.sleep(0.02)
+    logger.record(SchedulerStats(num_running_reqs=3), None)
+    logger.record(object(), None)  # raises inside Eagle Eye: counted, never into vLLM
+
+    exposition = _scrape(port)
+    assert 'eagleeye_instance_id="pod-h"' in exposition
+    assert _sample(exposition, "eagleeye_routing_connected") == 1
+    assert _sample(exposition, "eagleeye_routing_offered_total") == 1
+    assert _sample(exposition, "eagleeye_routing_published_total") == 1
+    assert _sample(exposition, "eagleeye_routing_dropped_total") == 0
+    assert _sample(exposition, "eagleeye_vllm_record_failures_total") == 1
+
+    nats_server.stop()
+    while runtime.publisher.stats.connected:
+        assert time.monotonic() < deadline + 10, "the publisher never saw the server go"
+        time.sleep(0.02)
+    exposition = _scrape(port)
+    assert _sample(exposition, "eagleeye_routing_connected") == 0
+    assert _sample(exposition, "eagleeye_routing_errors_total") == 1
+
+
+def test_a_stat_logger_that_cannot_be_built_stays_quiet_and_never_raises_into_vllm(
+    fresh: list[Callable[[], None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    broken_config = SimpleNamespace()  # no model_config: reading the served model name raises
+    logger = EagleEyeStatLogger(broken_config, 3)  # type: ignore[arg-type]
+    logger.record(SchedulerStats(num_running_reqs=3), None)
+    logger.log_engine_initialized()
+    assert any("Eagle Eye is off for engine 3" in r.getMessage() for r in caplog.records)

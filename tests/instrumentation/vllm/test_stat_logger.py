@@ -144,3 +144,23 @@ def test_routing_messages_say_which_node_and_devices_the_instance_uses(vllm_conf
     assert [(m.node, m.devices) for m in publisher.offered] == [("gpu-node-1", ("GPU-aaaa", "GPU-bbbb"))]
     shared_metrics_recorder(provider).shutdown()
     provider.shutdown()
+
+
+def test_last_step_at_tells_a_real_step_from_the_start_announcement(vllm_config, reader):
+    publisher = _Offers()
+    provider = MeterProvider(metric_readers=[reader])
+    runtime = PluginRuntime(
+        settings=Settings(routing=RoutingSettings(instance_id="pod-1")),
+        publisher=publisher,
+        started=time.time(),
+        meter_provider=provider,
+    )
+    logger = EagleEyeStatLogger(vllm_config, 0, runtime=runtime)
+    logger.log_engine_initialized()
+    logger.record(SchedulerStats(num_running_reqs=1), None)
+    logger.record(None, IterationStats())  # no scheduler stats: no new state
+    announced, stepped = publisher.offered
+    assert announced.last_step_at is None
+    assert stepped.last_step_at == stepped.timestamp
+    shared_metrics_recorder(provider).shutdown()
+    provider.shutdown()
