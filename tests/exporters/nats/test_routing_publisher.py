@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
 
+from eagleeye_otel.nats_flush import flush
 from eagleeye_otel.nats_server import EmbeddedNatsServer, free_port
 from tests.helpers.routing import Received, make_publisher, step, subscribe
 
@@ -199,3 +203,66 @@ async def test_token_auth(eventually) -> None:
             await nc.close()
         finally:
             publisher.stop()
+
+
+async def test_idle_heartbeats_never_leave_a_gap_longer_than_the_interval(nats_server, eventually) -> None:
+    """The contract routers rely on: no gap between two messages of an engine exceeds the heartbeat interval."""
+    interval = 0.5
+    publisher = make_publisher(nats_server.url, EAGLEEYE_HEARTBEAT_INTERVAL=str(interval))
+    nc, sink = await subscribe(nats_server.url)
+    publisher.start()
+    try:
+        await eventually(lambda: publisher.stats.connected)
+        publisher.offer(step(waiting=0, running=0, kv=0.0))
+        await eventually(lambda: len(sink.heartbeats()) >= 4, timeout=10)
+        stamps = [m.timestamp for m in sink.messages]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+        assert max(gaps) <= interval, gaps
+    finally:
+        publisher.stop()
+        await nc.close()
+
+
+async def test_a_stalled_server_never_makes_two_messages_share_a_seq(nats_server, eventually) -> None:
+    """Backpressure (the server stopped while the engine keeps stepping and routers ask for snapshots): every message
+    an engine sends has its own seq, steps keep their order, and snapshot replies only repeat what was sent."""
+    publisher = make_publisher(nats_server.url)
+    nc, sink = await subscribe(nats_server.url)
+    replies = Received()
+    inbox = nc.new_inbox()
+    await nc.subscribe(inbox, cb=replies.on_message)
+    await flush(nc)
+    publisher.start()
+    try:
+        await eventually(lambda: publisher.stats.connected)
+        publisher.offer(step(0, waiting=0))
+        await eventually(lambda: len(sink.steps()) == 1)
+        pid = nats_server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the server reads nothing: the publisher's socket fills up
+        try:
+            offered = 0
+            while publisher.stats.coalesced < 100:  # until the socket is full and states wait in their slots
+                assert offered < 200_000, "the publisher's socket never filled up"
+                offered += 1
+                publisher.offer(step(offered % 2, waiting=offered))
+                if offered % 5000 == 0:
+                    await nc.publish("eagle_eye.routing_snapshot", b"", reply=inbox)
+                    await asyncio.sleep(0.01)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        last = {offered - 1, offered}
+        await eventually(lambda: {m.num_requests_waiting for m in sink.steps()} >= last, timeout=15)
+        await eventually(lambda: len(replies.messages) >= 2, timeout=15)
+
+        for engine in (0, 1):
+            seqs = [m.seq for m in sink.messages if m.engine == engine]
+            assert seqs == sorted(set(seqs)), f"engine {engine}: seq repeated or out of order"
+            waiting = [m.num_requests_waiting for m in sink.steps() if m.engine == engine]
+            assert waiting == sorted(waiting), f"engine {engine}: an older state was sent after a newer one"
+            sent = {m.seq: m for m in sink.messages if m.engine == engine}
+            for reply in (m for m in replies.messages if m.engine == engine):
+                assert sent[reply.seq] == reply, "a snapshot reply must repeat a message as it was sent"
+    finally:
+        publisher.stop()
+        await nc.close()
