@@ -55,7 +55,10 @@ def simulate(  # click passes options by name
     gpu: int,
     fault_after: float,
 ) -> None:
-    """Publish a simulated fleet (and optionally a hardware fault) to EAGLEEYE_NATS_URL."""
+    """Publish a simulated fleet (and optionally a hardware fault) to EAGLEEYE_NATS_URL.
+
+    Exits 1 with one line, publishing nothing, when no NATS server answers at start.
+    """
     console = Console(stderr=True, soft_wrap=True)
     if fault is not None and gpu >= gpus_per_node:
         raise click.BadParameter(f"node has {gpus_per_node} GPUs", param_hint="--gpu")

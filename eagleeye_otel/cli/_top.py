@@ -55,6 +55,8 @@ def top(nats_url: str | None, refresh: float, stale: float, drop: float, sort_ke
     """Watch every instance's load and the active diagnosis findings live; q quits.
 
     Keys: i instance, w waiting, r running, k KV cache, t tokens/s, a age, h health (again: reverse).
+
+    Exits 1 with one line when no NATS server answers at start; once connected, it rides out outages.
     """
     if drop <= stale:
         raise click.BadParameter("must be longer than --stale", param_hint="--drop")
