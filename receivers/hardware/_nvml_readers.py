@@ -67,6 +67,10 @@ _VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal"
 
 _field_limiter = LogLimiter(_logger)
 
+_member = object.__getattribute__
+"""Reads a field of a pynvml structure as ctypes does. pynvml's own ``__getattribute__``, a Python function run on
+every field read to decode byte strings, was a third of a GPU's read; the field-value entries hold numbers only."""
+
 
 def decode_clock_event_reasons(mask: int) -> frozenset[str]:
     """Name the bits of a clock event reason mask; a bit this table does not know is kept as ``unknown_0x...``."""
@@ -137,8 +141,11 @@ def _field_values(nvml: Any, device: DeviceState) -> dict[str, Any]:
         return {}
     values: dict[str, Any] = {}
     nvlink: dict[str, int] = {}
-    for entry in nvml.nvmlDeviceGetFieldValues(device.handle, device.field_ids):
-        field_id, code = int(entry.fieldId), int(entry.nvmlReturn)
+    asked = list(device.field_ids)
+    # (id, scope) pairs: pynvml takes a bare id only after a TypeError per entry. The answers come in the order asked.
+    answers = nvml.nvmlDeviceGetFieldValues(device.handle, [(field_id, 0) for field_id in asked])
+    for field_id, entry in zip(asked, answers, strict=True):
+        code = _member(entry, "nvmlReturn")
         if code in CAPABILITY_CODES or code == INVALID_ARGUMENT:
             device.field_ids.remove(field_id)
             continue
@@ -149,7 +156,7 @@ def _field_values(nvml: Any, device: DeviceState) -> dict[str, Any]:
                 "NVML GPU %s: field %d failed: %s", device.identity.id, field_id, nvml.NVMLError(code)
             )
             continue
-        number = getattr(entry.value, _VALUE_MEMBERS[entry.valueType])
+        number = getattr(_member(entry, "value"), _VALUE_MEMBERS[_member(entry, "valueType")])
         if field_id in _NVLINK_FIELDS:
             nvlink[_NVLINK_FIELDS[field_id]] = int(number)
         else:

@@ -3,7 +3,7 @@
 The monitor publishes every hardware point each second. Through the SDK (observable callbacks, a ``Measurement``, an
 attribute hash and an aggregation per point, a data point object, then ``encode_metrics`` building a protobuf
 object per point and per attribute) that cost 14 times the sweep it reports (``bench/bench_hardware_sweep.py``). Here
-the points come straight from the sweep (:class:`~eagleeye_otel.receivers.hardware._points.MetricPoints`, the same
+the points come straight from the sweep (:class:`~eagleeye_otel.receivers.hardware._points.HardwarePoints`, the same
 mapping the instruments use) and each series' attributes are encoded once, by the SDK's own encoder
 (``encode_metrics``), and reused: a point costs its value, its timestamps and a join.
 
@@ -37,7 +37,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from eagleeye_otel.receivers.hardware._instruments import HARDWARE_METER_NAME
 from eagleeye_otel.receivers.hardware._model import Sweep
-from eagleeye_otel.receivers.hardware._points import Attributes, MetricPoints
+from eagleeye_otel.receivers.hardware._points import Attributes, HardwarePoints
 from eagleeye_otel.semconv import _hardware as hw
 from eagleeye_otel.version import __version__
 
@@ -48,9 +48,9 @@ _MAX_SERIES: Final = 65536
 
 # Wire tags (field number << 3 | wire type) of what each second re-encodes.
 _DATA_POINT = 1 << 3 | 2  # Gauge.data_points and Sum.data_points
-_START = _TIME = struct.Struct("<BQ")  # NumberDataPoint.start_time_unix_nano (field 2), time_unix_nano (3): fixed64
-_DOUBLE = struct.Struct("<Bd")  # NumberDataPoint.as_double, field 4
-_INT = struct.Struct("<Bq")  # NumberDataPoint.as_int, sfixed64, field 6
+_START = struct.Struct("<BQ")  # NumberDataPoint.start_time_unix_nano (field 2), fixed64
+_TIME_DOUBLE = struct.Struct("<BQBd")  # NumberDataPoint.time_unix_nano (field 3, fixed64), as_double (field 4)
+_TIME_INT = struct.Struct("<BQBq")  # NumberDataPoint.time_unix_nano, as_int (field 6, sfixed64)
 _START_TAG, _TIME_TAG, _DOUBLE_TAG, _INT_TAG = 2 << 3 | 1, 3 << 3 | 1, 4 << 3 | 1, 6 << 3 | 1
 _GAUGE, _SUM = 5, 7  # Metric.gauge, Metric.sum
 _METRICS, _SCOPE_METRICS, _RESOURCE_METRICS = 2, 2, 1  # ScopeMetrics.metrics, ResourceMetrics.scope_metrics, request
@@ -73,7 +73,6 @@ class _Layout:
     """One metric's fixed parts: its header (name, description, unit), where its points go, and the trailer."""
 
     def __init__(self, metric: hw.HardwareMetric) -> None:
-        self.points = MetricPoints(metric)
         self.header = pb2.Metric(name=metric.name, description=metric.description, unit=metric.unit).SerializeToString()
         self.is_sum = metric.instrument is not hw.HwInstrument.GAUGE
         self.data_field = _SUM if self.is_sum else _GAUGE
@@ -98,6 +97,7 @@ class SweepEncoder:
     def __init__(self, resource: Resource, metrics: tuple[hw.HardwareMetric, ...] = hw.HARDWARE_METRICS) -> None:
         self._resource = resource
         self._scope = InstrumentationScope(HARDWARE_METER_NAME, __version__)
+        self._points = HardwarePoints(metrics)
         self._layouts = [_Layout(metric) for metric in metrics]
         stub = self._sdk_encoded({})
         (resource_metrics,) = stub.resource_metrics
@@ -119,12 +119,10 @@ class SweepEncoder:
             time_unix_nano: the collection's time, on every point.
         """
         now = time.time_ns() if time_unix_nano is None else time_unix_nano
-        stamp = _TIME.pack(_TIME_TAG, now)
         metrics = []
-        for layout in self._layouts:
-            points = layout.points(sweep)
+        for layout, points in zip(self._layouts, self._points(sweep), strict=True):
             if points:
-                body = self._data_points(layout, points, stamp, now)
+                body = self._data_points(layout, points, now)
                 if body:
                     data = _length_delimited(layout.data_field, body + layout.trailer)
                     metrics.append(_length_delimited(_METRICS, layout.header + data))
@@ -134,25 +132,22 @@ class SweepEncoder:
         resource_metrics = self._resource_head + _length_delimited(_SCOPE_METRICS, scope_metrics)
         return _length_delimited(_RESOURCE_METRICS, resource_metrics)
 
-    def _data_points(
-        self, layout: _Layout, points: list[tuple[int | float, Attributes]], stamp: bytes, now: int
-    ) -> bytes:
+    def _data_points(self, layout: _Layout, points: list[tuple[int | float, Attributes]], now: int) -> bytes:
         parts: list[bytes] = []
         append = parts.append
         known = layout.series
         for value, attributes in points:
             if isinstance(value, int):
-                number = _INT.pack(_INT_TAG, value)
+                stamped = _TIME_INT.pack(_TIME_TAG, now, _INT_TAG, value)
             elif math.isfinite(value):
-                number = _DOUBLE.pack(_DOUBLE_TAG, value)
+                stamped = _TIME_DOUBLE.pack(_TIME_TAG, now, _DOUBLE_TAG, value)
             else:
                 continue  # as the SDK drops it
             series = known.get(id(attributes))
             if series is None:
                 series = self._new_series(layout, attributes, now)
             append(series[0])
-            append(stamp)
-            append(number)
+            append(stamped)
             append(series[1])
         return b"".join(parts)
 
@@ -167,7 +162,7 @@ class SweepEncoder:
                     each.series.clear()
             held = self._attributes[key] = (attributes, self._encoded_attributes(attributes))
         pairs = held[1]
-        fixed = 3 * _TIME.size if layout.is_sum else 2 * _TIME.size
+        fixed = _START.size + _TIME_INT.size if layout.is_sum else _TIME_INT.size
         head = bytes([_DATA_POINT]) + _varint(fixed + len(pairs))
         if layout.is_sum:
             head += _START.pack(_START_TAG, now)
