@@ -374,3 +374,30 @@ def test_settings_and_connection_are_exclusive() -> None:
     with pytest.raises(ConfigError) as raised:
         RouterClient(nats_settings=NatsSettings(), nc=Client())
     assert raised.value.setting == "nc"
+
+
+def test_step_age_tells_a_hung_engine_from_an_idle_one(client: RouterClient, clock: ManualClock) -> None:
+    step = {"timestamp": 1_700_000_000.0, "last_step_at": 1_700_000_000.0, "num_requests_running": 4}
+    assert client.handle(encoded(seq=1, **step))
+    clock.now += 0.5
+    state = client.get("pod-a")
+    assert state is not None
+    assert state.last_step_at == 1_700_000_000.0
+    assert state.step_age(clock.now) == 0.5
+
+    # Ten seconds later the API server still heartbeats, with requests running and no step since: hung.
+    heartbeat = {**step, "timestamp": 1_700_000_010.0, "heartbeat": True}
+    assert client.handle(encoded(seq=2, **heartbeat))
+    clock.now += 0.25
+    state = client.get("pod-a")
+    assert state is not None
+    assert state.message.num_requests_running == 4
+    assert state.step_age(clock.now) == 10.25
+
+
+def test_step_age_is_unknown_without_last_step_at(client: RouterClient) -> None:
+    assert client.handle(encoded())
+    state = client.get("pod-a")
+    assert state is not None
+    assert state.last_step_at is None
+    assert state.step_age(0.0) is None
