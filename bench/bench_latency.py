@@ -37,69 +37,137 @@ from _common import (
     machine_info,
     print_table,
     summarize,
+    thread_cpu_ns,
     wait_quiet,
     write_json,
 )
 
 TARGET_P50_MS, TARGET_P99_MS = 0.5, 2.0
+TARGET_ROUTER_US_PER_MSG = 20.0
 SCRIPT = str(Path(__file__).resolve())
 
 
 # -- router process ------------------------------------------------------------------------------------------
 
 
-async def router(url: str) -> None:
+def _probe_decoder() -> Any:
+    """Decodes what the benchmark needs to know of a routing message, skipping the rest."""
     import msgspec
-    import nats
 
-    from eagleeye_otel.nats_flush import flush
-    from eagleeye_otel.routing import RouterClient, RoutingMessage
-    from eagleeye_otel.semconv import DEFAULT_ROUTING_SUBJECT
+    class Probe(msgspec.Struct):
+        instance: str
+        engine: int
+        seq: int
+        timestamp: float
+        heartbeat: bool = False
 
+    return msgspec.json.Decoder(Probe).decode
+
+
+class _Arrivals:
+    """Latency (ms) of step messages past the warm-up, seq gaps, heartbeats and the CPU the probing itself took."""
+
+    def __init__(self) -> None:
+        self.decode = _probe_decoder()
+        self.lat = array("d")
+        self.c = {"steps": 0, "heartbeats": 0, "gaps": 0, "deliveries": 0, "probe_s": 0.0, "warm_until": math.inf}
+        self.last_seq: dict[tuple[str, int], int] = {}
+
+    def note(self, payloads: list[bytes], done: float) -> None:
+        c, decode, last_seq, lat = self.c, self.decode, self.last_seq, self.lat
+        t0 = time.thread_time()
+        c["deliveries"] += 1
+        for data in payloads:
+            m = decode(data)
+            key = (m.instance, m.engine)
+            prev = last_seq.get(key, 0)
+            c["gaps"] += max(0, m.seq - prev - 1)  # lost between publisher and router (seq is set when sent)
+            last_seq[key] = max(prev, m.seq)
+            if m.heartbeat:
+                c["heartbeats"] += 1
+            else:
+                c["steps"] += 1
+                if m.timestamp >= c["warm_until"]:
+                    lat.append(done - m.timestamp)
+        c["probe_s"] += time.thread_time() - t0
+
+    def result(self, cpu_s: float, errors: list[str]) -> dict[str, Any]:
+        c = self.c
+        messages = max(1, c["steps"] + c["heartbeats"])
+        out: dict[str, Any] = {k: v for k, v in c.items() if k not in ("warm_until", "probe_s")}
+        out |= {"latency_ms": summarize(self.lat, 1e3), "errors": errors, "cpu_us_per_msg": cpu_s * 1e6 / messages}
+        out |= {
+            "probe_us_per_msg": c["probe_s"] * 1e6 / messages,
+            "msgs_per_delivery": messages / max(1, c["deliveries"]),
+        }
+        return out
+
+
+async def _serve_until_stop(arrivals: _Arrivals) -> float:
+    """READY, then GO <warm-up end>, then STOP; returns the loop thread's CPU seconds between GO and STOP."""
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    arrivals.c["warm_until"] = float((await loop.run_in_executor(None, sys.stdin.readline)).split()[1])
+    cpu0 = time.thread_time()
+    await loop.run_in_executor(None, sys.stdin.readline)  # STOP
+    return time.thread_time() - cpu0
+
+
+async def router(url: str, coalesce_ms: float | None) -> None:
+    """A real RouterClient on its own delivery path; latency = when its ingest returned minus the step's timestamp."""
+    from eagleeye_otel.routing import RouterClient
+    from eagleeye_otel.routing._inline import Ingest, InlineDeliveryClient
+
+    arrivals = _Arrivals()
     errors: list[str] = []
+
+    class ProbedClient(InlineDeliveryClient):
+        """RouterClient's own connection class; each read's messages are noted once the router has taken them."""
+
+        def _deliver(self, ingest: Ingest, payloads: list[bytes], size: int) -> None:
+            super()._deliver(ingest, payloads, size)
+            arrivals.note(payloads, time.time())
 
     async def on_error(error: Exception) -> None:
         errors.append(type(error).__name__)  # SlowConsumerError here means messages dropped by nats-py
 
-    nc = await nats.connect(url, name="bench-router", error_cb=on_error)
+    nc = ProbedClient()
+    if coalesce_ms is not None:
+        nc.coalesce_s = coalesce_ms / 1e3
+    await nc.connect(servers=[url], name="bench-router", error_cb=on_error)
     client = RouterClient(nc=nc)
-    handle, get, decode = client.handle, client.get, msgspec.json.Decoder(RoutingMessage).decode
-    lat = array("d")
-    c = {"steps": 0, "heartbeats": 0, "gaps": 0, "not_in_view": 0, "warm_until": math.inf}
-    last_seq: dict[tuple[str, int], int] = {}
-
-    async def on_message(msg: Any) -> None:
-        handle(msg.data)
-        done = time.time()
-        m = decode(msg.data)  # after the clock reading: only to know which view entry to read
-        key = (m.instance, m.engine)
-        prev = last_seq.get(key, 0)
-        c["gaps"] += max(0, m.seq - prev - 1)  # lost between publisher and router (seq is set when sent)
-        last_seq[key] = max(prev, m.seq)
-        if m.heartbeat:
-            c["heartbeats"] += 1
-            return
-        c["steps"] += 1
-        state = get(m.instance, m.engine)
-        if state is None or state.message.seq != m.seq:
-            c["not_in_view"] += 1
-        elif state.message.timestamp >= c["warm_until"]:
-            lat.append(done - state.message.timestamp)
-
-    await nc.subscribe(DEFAULT_ROUTING_SUBJECT, cb=on_message)
-    await flush(nc)
-    print("READY", flush=True)
-    loop = asyncio.get_running_loop()
-    c["warm_until"] = float((await loop.run_in_executor(None, sys.stdin.readline)).split()[1])
-    cpu0 = time.process_time()
-    await loop.run_in_executor(None, sys.stdin.readline)  # STOP
-    cpu_s = time.process_time() - cpu0
-    await nc.drain()
+    await client.start()
+    cpu_s = await _serve_until_stop(arrivals)
+    await client.close()
     stats = client.stats
-    out: dict[str, Any] = {k: v for k, v in c.items() if k != "warm_until"}
-    out |= {"latency_ms": summarize(lat, 1e3), "errors": errors, "cpu_us_per_msg": cpu_s * 1e6 / max(1, c["steps"])}
+    await nc.drain()
+    out = arrivals.result(cpu_s, errors)
     out |= {"router_stats": {k: getattr(stats, k) for k in ("received", "accepted", "invalid", "out_of_order")}}
     print("RESULT " + json.dumps(out), flush=True)
+
+
+async def floor_subscriber(url: str) -> None:
+    """The floor's receiving end: a bare nats-py subscription whose callback notes each message as it arrives."""
+    import nats
+
+    from eagleeye_otel.nats_flush import flush
+    from eagleeye_otel.semconv import DEFAULT_ROUTING_SUBJECT
+
+    arrivals = _Arrivals()
+    errors: list[str] = []
+
+    async def on_error(error: Exception) -> None:
+        errors.append(type(error).__name__)
+
+    async def on_message(msg: Any) -> None:
+        arrivals.note([msg.data], time.time())
+
+    nc = await nats.connect(url, name="bench-floor-sub", error_cb=on_error)
+    await nc.subscribe(DEFAULT_ROUTING_SUBJECT, cb=on_message)
+    await flush(nc)
+    cpu_s = await _serve_until_stop(arrivals)
+    await nc.drain()
+    print("RESULT " + json.dumps(arrivals.result(cpu_s, errors)), flush=True)
 
 
 # -- publisher process ---------------------------------------------------------------------------------------
@@ -150,7 +218,7 @@ def publishers(url: str, proc: int, procs: int, instances: int, rate: float) -> 
     sched.prefix_cache_stats = types.SimpleNamespace(queries=512, hits=128)
     it = types.SimpleNamespace(num_generation_tokens=32, num_prompt_tokens=0, num_preempted_reqs=0)
     late = array("d")
-    cpu0, main0, k = time.process_time(), time.thread_time(), 0
+    threads0, main0, k = thread_cpu_ns(), time.thread_time(), 0
     while mono0 + k * period < mono_end:
         for offset, recorder in zip(offsets, recorders, strict=True):
             due = mono0 + k * period + offset
@@ -164,16 +232,88 @@ def publishers(url: str, proc: int, procs: int, instances: int, rate: float) -> 
             recorder.record(sched, it)
         k += 1
     time.sleep(0.5)  # let the publishers send the last steps
-    cpu_s, main_s = time.process_time() - cpu0, time.thread_time() - main0
+    main_s = time.thread_time() - main0
+    threads = _publisher_threads_cpu_s(threads0, thread_cpu_ns())
     totals: dict[str, Any] = {"steps_per_instance": k, "instances": len(mine)}
     for key in ("offered", "published", "coalesced", "dropped", "heartbeats", "errors", "connected"):
         totals[key] = sum(getattr(p.stats, key, 0) for p in pubs)
-    per_step = 1e6 / max(1, totals["offered"])
-    totals |= {"loop_cpu_us_per_step": main_s * per_step, "pub_cpu_us_per_step": (cpu_s - main_s) * per_step}
+    sent = max(1, totals["published"] + totals["heartbeats"])
+    totals["loop_cpu_us_per_step"] = main_s * 1e6 / max(1, totals["offered"])
+    totals["pub_cpu_us_per_msg"] = sum(threads.values()) * 1e6 / sent
+    totals["pub_threads_cpu_s"] = threads
     totals["late_steps"] = len(late)
     totals["late_max_ms"] = max(late, default=0.0) * 1e3
     for pub in pubs:
         pub.stop(1.0)
+    print("RESULT " + json.dumps(totals), flush=True)
+
+
+def _publisher_threads_cpu_s(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]]) -> dict[str, float]:
+    """CPU seconds of every thread but the main one (the simulated engine loop) between two samples, by name."""
+    main = threading.main_thread().native_id
+    by_name: dict[str, float] = {}
+    for tid, (name, ns) in after.items():
+        if tid != main:
+            by_name[name] = by_name.get(name, 0.0) + (ns - before.get(tid, (name, 0))[1]) / 1e9
+    return by_name
+
+
+def floor_publishers(url: str, proc: int, procs: int, instances: int, rate: float) -> None:
+    """The floor's sending end: a bare nats-py connection per instance, ``publish`` at each step's due time."""
+    asyncio.run(_floor_publish(url, list(range(proc, instances, procs)), instances, rate))
+
+
+async def _floor_publish(url: str, mine: list[int], instances: int, rate: float) -> None:
+    import msgspec
+    import nats
+
+    from eagleeye_otel.routing import RoutingMessage
+    from eagleeye_otel.semconv import DEFAULT_ROUTING_SUBJECT
+
+    conns = [await nats.connect(url, name=f"bench-floor-pub-{g}") for g in mine]
+    print(f"READY {len(conns)}", flush=True)
+    loop = asyncio.get_running_loop()
+    t0, t_end = (float(x) for x in (await loop.run_in_executor(None, sys.stdin.readline)).split()[1:3])
+    encode, started = msgspec.json.Encoder().encode, time.time()
+    period = 1.0 / rate
+    offsets = [g / instances * period for g in mine]
+    mono0 = time.monotonic() + (t0 - time.time())
+    mono_end = mono0 + (t_end - t0)
+    late = array("d")
+    cpu0, k, sent = time.process_time(), 0, 0
+    while mono0 + k * period < mono_end:
+        for g, offset, nc in zip(mine, offsets, conns, strict=True):
+            delay = mono0 + k * period + offset - time.monotonic()
+            if delay <= 0:
+                late.append(-delay)
+            await asyncio.sleep(max(0.0, delay))  # also when late: nats-py's flusher task must get to write
+            message = RoutingMessage(
+                version=1,
+                instance=f"bench-{g:04d}",
+                model="bench",
+                engine=0,
+                timestamp=time.time(),
+                seq=k + 1,
+                num_requests_waiting=k % 7,
+                num_requests_running=32,
+                kv_cache_usage=0.6,
+                started=started,
+            )
+            await nc.publish(DEFAULT_ROUTING_SUBJECT, encode(message))
+            sent += 1
+        k += 1
+    await asyncio.sleep(0.5)
+    cpu_s = time.process_time() - cpu0
+    for nc in conns:
+        await nc.close()
+    totals: dict[str, Any] = {"offered": sent, "published": sent, "coalesced": 0, "dropped": 0, "heartbeats": 0}
+    totals |= {
+        "errors": 0,
+        "connected": len(conns),
+        "late_steps": len(late),
+        "late_max_ms": max(late, default=0.0) * 1e3,
+    }
+    totals |= {"loop_cpu_us_per_step": cpu_s * 1e6 / max(1, sent), "pub_cpu_us_per_msg": 0.0, "pub_threads_cpu_s": {}}
     print("RESULT " + json.dumps(totals), flush=True)
 
 
@@ -220,18 +360,20 @@ class Child:
         self.proc.stdin.flush()
 
 
-def push_phase(args: argparse.Namespace) -> dict[str, Any]:
+def push_phase(args: argparse.Namespace, sub_role: str = "router", pub_role: str = "pub") -> dict[str, Any]:
+    """One run of publishers and a subscriber over a fresh nats-server: ours, or the floor's bare nats-py pair."""
     from eagleeye_otel.nats_server import EmbeddedNatsServer
 
     children: list[Child] = []
     with EmbeddedNatsServer() as server:
         try:
-            router_proc = Child("--role", "router", "--url", server.url)
+            coalesce = [] if args.coalesce_ms is None else ["--coalesce-ms", str(args.coalesce_ms)]
+            router_proc = Child("--role", sub_role, "--url", server.url, *coalesce)
             children.append(router_proc)
             router_proc.expect("READY", 60)
             common = ["--url", server.url, "--procs", str(args.procs), "--instances", str(args.instances)]
             common += ["--rate", str(args.rate)]
-            pubs = [Child("--role", "pub", "--proc", str(p), *common) for p in range(args.procs)]
+            pubs = [Child("--role", pub_role, "--proc", str(p), *common) for p in range(args.procs)]
             children += pubs
             connected = sum(int(p.expect("READY", 120)) for p in pubs)
             if connected < args.instances:
@@ -254,8 +396,13 @@ def push_phase(args: argparse.Namespace) -> dict[str, Any]:
     pub |= {"heartbeats": sum(r["heartbeats"] for r in pub_results), "connected_at_start": connected}
     pub["late_steps"] = sum(r["late_steps"] for r in pub_results)
     pub["late_max_ms"] = max(r["late_max_ms"] for r in pub_results)
-    for key in ("loop_cpu_us_per_step", "pub_cpu_us_per_step"):
-        pub[key] = sum(r[key] for r in pub_results) / len(pub_results)
+    pub["loop_cpu_us_per_step"] = sum(r["loop_cpu_us_per_step"] for r in pub_results) / len(pub_results)
+    threads: dict[str, float] = {}
+    for r in pub_results:
+        for name, cpu_s in r["pub_threads_cpu_s"].items():
+            threads[name] = threads.get(name, 0.0) + cpu_s
+    pub["pub_threads_cpu_s"] = threads
+    pub["pub_cpu_us_per_msg"] = sum(threads.values()) * 1e6 / max(1, pub["published"] + pub["heartbeats"])
     pub["rate_msg_s"] = pub["offered"] / args.duration
     return {"publishers": pub, "router": routed, "lost": pub["published"] - routed["steps"]}
 
@@ -285,7 +432,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dump", type=Path, default=_scrape.DEFAULT_DUMP, help="vLLM /metrics text to serve")
     p.add_argument("--no-scrape", action="store_true")
     p.add_argument("--max-quiet-wait", type=float, default=60.0)
-    p.add_argument("--role", choices=("router", "pub"), help=argparse.SUPPRESS)
+    p.add_argument("--no-floor", action="store_true", help="skip the bare nats-py floor")
+    p.add_argument("--coalesce-ms", type=float, help="RouterClient's read coalescing window (default: its own)")
+    p.add_argument("--role", choices=("router", "pub", "floor-sub", "floor-pub"), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--proc", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -306,17 +455,27 @@ def report(reps: list[dict[str, Any]], args: argparse.Namespace) -> None:
     push = aggregate([r["push"]["router"]["latency_ms"] for r in reps])
     ok = push["p50"]["median"] <= TARGET_P50_MS and push["p99"]["median"] <= TARGET_P99_MS
     target = f"p50<={TARGET_P50_MS:g} p99<={TARGET_P99_MS:g}: {'PASS' if ok else 'FAIL'}"
-    rows = [_row(f"push: step -> RouterClient.handle() done ({args.instances} x {args.rate:g}/s)", push, target)]
+    rows = [_row(f"push: step -> RouterClient ingest done ({args.instances} x {args.rate:g}/s)", push, target)]
+    if not args.no_floor:
+        floor = aggregate([r["floor"]["router"]["latency_ms"] for r in reps])
+        rows.append(_row("floor: bare nats-py publish -> nats-py callback (same rate)", floor, "baseline"))
     if not args.no_scrape:
         for label, key in (("scrape: age of data when parsed", "age_ms"), ("scrape: GET + parse", "fetch_parse_ms")):
             agg = aggregate([r["scrape"][key] for r in reps])
             rows.append(_row(f"{label} ({args.poll_ms:g} ms poll, 1 instance)", agg))
     heads = ["figure (ms)", "p50", "p90", "p99", "p99.9", "max", "mean", "p50 range", "n", "target"]
     print_table(heads, rows, "Step-to-router latency, ms (median over reps of per-rep percentiles)")
+    ratio_rows = []
+    for label, other in (("push / floor", "floor"), ("push / scrape data age", "scrape")):
+        if all(other in r for r in reps):
+            key = "latency_ms" if other == "floor" else "age_ms"
+            base = [r[other]["router"][key] if other == "floor" else r[other][key] for r in reps]
+            pairs = list(zip([r["push"]["router"]["latency_ms"] for r in reps], base, strict=True))
+            cells = [fmt(aggregate([{"r": a[k] / b[k]} for a, b in pairs])["r"]["median"], 3) for k in ("p50", "p99")]
+            ratio_rows.append([label, *cells])
+    if ratio_rows:
+        print_table(["ratio (median of per-rep ratios)", "p50", "p99"], ratio_rows)
     if not args.no_scrape:
-        pairs = [(r["push"]["router"]["latency_ms"], r["scrape"]["age_ms"]) for r in reps]
-        ratio = [fmt(aggregate([{"r": a[k] / b[k]} for a, b in pairs])["r"]["median"], 4) for k in ("p50", "p99")]
-        print_table(["ratio push / scrape (median of per-rep ratios)", "p50", "p99"], [["latency / data age", *ratio]])
         print(
             f"Note: a scrape router decides between polls, so at a random decision time its data is older still by "
             f"U(0, {args.poll_ms:g} ms) (mean +{args.poll_ms / 2:g} ms); it also sees only one step in "
@@ -326,14 +485,25 @@ def report(reps: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for i, r in enumerate(reps, 1):
         pub, rt, lost = r["push"]["publishers"], r["push"]["router"], r["push"]["lost"]
         counts = [pub[k] for k in ("offered", "published", "coalesced")] + [pub["dropped"] + pub["errors"]]
-        counts += [rt["steps"], lost, rt["gaps"], rt["not_in_view"], ",".join(rt["errors"]) or "-", pub["late_steps"]]
-        cpu = [pub["late_max_ms"], pub["loop_cpu_us_per_step"], pub["pub_cpu_us_per_step"], rt["cpu_us_per_msg"]]
-        cpu.append(r["push"]["other_load_cores"])
-        count_rows.append([str(i), fmt(pub["rate_msg_s"], 0), *map(str, counts), *(fmt(x, 1) for x in cpu)])
+        counts += [rt["steps"], lost, rt["gaps"], ",".join(rt["errors"]) or "-", pub["late_steps"]]
+        cells = [*map(str, counts), fmt(pub["late_max_ms"], 1), fmt(r["push"]["other_load_cores"], 2)]
+        count_rows.append([str(i), fmt(pub["rate_msg_s"], 0), *cells])
     heads = ["rep", "msg/s", "offered", "published", "coalesced", "dropped+err", "router steps", "lost", "seq gaps"]
-    heads += ["not in view", "NATS errors", "late steps", "late max ms", "engine-sim CPU µs/step"]
-    heads += ["publisher threads CPU µs/step", "router CPU µs/msg", "other load (cores)"]
-    print_table(heads, count_rows, "Message counts (all steps, warm-up included) and CPU")
+    heads += ["NATS errors", "late steps", "late max ms", "other load (cores)"]
+    print_table(heads, count_rows, "Message counts (all steps, warm-up included)")
+    cpu_rows = []
+    for i, r in enumerate(reps, 1):
+        pub, rt = r["push"]["publishers"], r["push"]["router"]
+        cells = [rt["cpu_us_per_msg"], rt["probe_us_per_msg"], rt["msgs_per_delivery"], pub["pub_cpu_us_per_msg"]]
+        cells.append(pub["loop_cpu_us_per_step"])
+        if "floor" in r:
+            cells += [r["floor"]["router"]["cpu_us_per_msg"], r["floor"]["publishers"]["loop_cpu_us_per_step"]]
+        cpu_rows.append([str(i), *(fmt(x, 1) for x in cells)])
+    heads = ["rep", f"router CPU µs/msg (target <= {TARGET_ROUTER_US_PER_MSG:g})", "of which latency probe"]
+    heads += ["msgs per read", "publisher threads CPU µs/msg", "engine-sim loop CPU µs/step"]
+    if not args.no_floor:
+        heads += ["floor: nats-py subscriber CPU µs/msg", "floor: nats-py publisher process CPU µs/msg"]
+    print_table(heads, cpu_rows, "CPU per message (thread CPU clocks; the router's is its event-loop thread's)")
     if not args.no_scrape:
         scrape_rows = [
             [
@@ -347,13 +517,22 @@ def report(reps: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print_table(["rep", "polls", "skipped poll slots", "router CPU ms/poll"], scrape_rows, "Scrape router")
 
 
+def _print_phase(name: str, phase: dict[str, Any], load: float) -> None:
+    lat, cpu = phase["router"]["latency_ms"], phase["router"]["cpu_us_per_msg"]
+    print(
+        f"  {name} p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  max {lat['max']:.2f} ms  n {lat['n']:.0f}  "
+        f"receiver CPU {cpu:.1f} µs/msg  (other load {load:.2f} cores)"
+    )
+
+
 def main() -> None:
     args = parse_args()
-    if args.role == "router":
-        asyncio.run(router(args.url))
+    if args.role in ("router", "floor-sub"):
+        asyncio.run(router(args.url, args.coalesce_ms) if args.role == "router" else floor_subscriber(args.url))
         return
-    if args.role == "pub":
-        publishers(args.url, args.proc, args.procs, args.instances, args.rate)
+    if args.role in ("pub", "floor-pub"):
+        run = publishers if args.role == "pub" else floor_publishers
+        run(args.url, args.proc, args.procs, args.instances, args.rate)
         return
     for name in [n for n in os.environ if n.startswith("EAGLEEYE_")]:
         del os.environ[name]
@@ -366,12 +545,12 @@ def main() -> None:
         other = OtherLoad()
         result: dict[str, Any] = {"quiet": quiet, "calib_ns_per_iter": calib, "push": push_phase(args)}
         result["push"]["other_load_cores"] = load = other.cores()
-        lat = result["push"]["router"]["latency_ms"]
-        print(
-            f"  push p50 {lat['p50']:.3f} ms  p99 {lat['p99']:.3f} ms  max {lat['max']:.2f} ms  n {lat['n']:.0f}",
-            end="",
-        )
-        print(f"  (other load {load:.2f} cores)")
+        _print_phase("push", result["push"], load)
+        if not args.no_floor:
+            other = OtherLoad()
+            result["floor"] = push_phase(args, "floor-sub", "floor-pub")
+            result["floor"]["other_load_cores"] = load = other.cores()
+            _print_phase("floor", result["floor"], load)
         if not args.no_scrape:
             other = OtherLoad()
             result["scrape"] = scrape_phase(args)
