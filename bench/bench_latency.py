@@ -1,12 +1,18 @@
-"""Step-to-router latency over loopback NATS, 100 simulated vLLM instances x 50 steps/s, vs a 50 ms scrape router.
+"""Step-to-router latency over loopback NATS, 100 instances x 50 steps/s, beside a nats-py floor and a scrape router.
 
 Push: a real nats-server; publisher processes, each running a share of the instances, every instance a real
-``RoutingPublisher`` (own thread, loop and connection) fed by the plugin's own ``RoutingRecorder`` from a
-simulated engine loop (steps evenly staggered across all instances); one router process with a real
-``RouterClient`` whose NATS callback calls ``handle()``. Latency = ``time.time()`` when ``handle()`` returned minus
-the message's ``timestamp`` (taken in ``RoutingRecorder`` at the step), read back from the client's view, for step
-messages after the warm-up. Then, in the same run, the scrape baseline (see _scrape.py): age of the data when the
-router has parsed it. Run: ``.venv/bin/python bench/bench_latency.py --help``.
+``RoutingPublisher`` fed by the plugin's own ``RoutingRecorder`` from a simulated engine loop (steps evenly staggered
+across all instances); one router process with a real ``RouterClient`` on its own delivery path (the connection
+class it opens itself, which hands it each read's messages at once). Latency = ``time.time()`` when the router's
+ingest returned minus the message's ``timestamp`` (taken in ``RoutingRecorder`` at the step), for step messages
+after the warm-up. CPU: the router's event-loop thread CPU clock per message received (it includes the
+benchmark's own latency probe, printed beside it); the publisher processes' threads other than the simulated
+engine loop, summed from each thread's CPU clock, per message sent; the engine loop's own thread per step.
+
+Floor (**baseline**), in the same run at the same rate: the same publisher processes, but each instance a bare
+nats-py connection that ``publish``es a message stamped just before, and a bare nats-py subscriber callback; the
+ratios push / floor are printed. Then the scrape baseline (see _scrape.py): age of the data when the router has
+parsed it. Run: ``.venv/bin/python bench/bench_latency.py --help``.
 """
 
 # ruff: noqa: PLC0415 - each role imports only what it needs
