@@ -142,7 +142,7 @@ class RoutingPublisher:
                 if self._send_directly(message):
                     return
             except Exception:  # never into vLLM: the thread takes the message from its slot
-                _logger.debug("direct routing send failed", exc_info=True)
+                self._failures.warning("Eagle Eye could not send a routing message directly", exc_info=True)
             finally:
                 self._lock.release()
         if not self._wake_pending:
