@@ -29,7 +29,6 @@ from eagleeye_otel.receivers.hardware._nvml_readers import (
     RESET_REQUIRED,
     UNKNOWN,
     DeviceState,
-    Reader,
 )
 from eagleeye_otel.receivers.hardware._pci import normalize_pci_bus_id
 from eagleeye_otel.receivers.hardware._status import SourceUnavailable
@@ -294,13 +293,21 @@ class NvmlSource:
         }
 
     def _read(self, device: DeviceState) -> GpuReading:
+        nvml, note = self._nvml, self._caller.note
         values: dict[str, Any] = {}
         try:
             if device.handle is None:
                 self._attach(device)
             for call, reader in READERS:
-                if call not in device.unsupported:
-                    values.update(self._call(device, call, reader))
+                if call in device.unsupported:
+                    continue
+                note(call)
+                try:
+                    reader(nvml, device, values)
+                except nvml.NVMLError as error:
+                    self._failed(device, call, error)
+                except Exception:
+                    self._limiter.warning("NVML GPU %s: %s failed", device.identity.id, call, exc_info=True)
         except _DeviceDown as down:
             device.unknown_sweeps = device.unknown_sweeps + 1 if down.unknown else 0
             status, detail = down.status, down.detail
@@ -312,24 +319,20 @@ class NvmlSource:
         self._set_status(device, DeviceStatus.OK, None)
         return GpuReading(identity=device.identity, **self._xids(device), **values)
 
-    def _call(self, device: DeviceState, call: str, reader: Reader) -> dict[str, Any]:
-        """One reader: its values, or none when it failed for this value alone."""
-        nvml = self._nvml
-        self._caller.note(call)
-        try:
-            return reader(nvml, device)
-        except nvml.NVMLError as error:
-            if error.value in CAPABILITY_CODES:
-                device.unsupported.add(call)
-                _logger.debug("NVML GPU %s: %s unsupported (%s); not asked again", device.identity.id, call, error)
-                return {}
-            down = _classify(call, error)
-            if down is not None:
-                raise down from error
-            self._limiter.warning("NVML GPU %s: %s failed: %s", device.identity.id, call, error)
-        except Exception:
-            self._limiter.warning("NVML GPU %s: %s failed", device.identity.id, call, exc_info=True)
-        return {}
+    def _failed(self, device: DeviceState, call: str, error: Any) -> None:
+        """What an ``NVMLError`` from one reader means: never ask again, the whole device is down, or this value only.
+
+        Raises:
+            _DeviceDown: the error is about the whole GPU.
+        """
+        if error.value in CAPABILITY_CODES:
+            device.unsupported.add(call)
+            _logger.debug("NVML GPU %s: %s unsupported (%s); not asked again", device.identity.id, call, error)
+            return
+        down = _classify(call, error)
+        if down is not None:
+            raise down from error
+        self._limiter.warning("NVML GPU %s: %s failed: %s", device.identity.id, call, error)
 
     def _set_status(self, device: DeviceState, status: DeviceStatus, detail: str | None) -> None:
         if status is not device.status:

@@ -7,8 +7,11 @@ raises pynvml's ``NVMLError`` as it comes, the source decides what the error mea
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
-from collections.abc import Callable, Mapping
+import struct
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ CAPABILITY_CODES = frozenset({NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND})
 
 CLOCK_EVENT_REASONS: Mapping[int, str] = {1 << bit: name for bit, name in enumerate(semconv_hw.CLOCK_EVENT_REASONS)}
 """``nvmlDeviceGetCurrentClocksEventReasons`` bits (hardware.md 2.4) and the names readings carry."""
+_KNOWN_CLOCK_EVENT_BITS = sum(CLOCK_EVENT_REASONS)
 
 _KIB = 1024  # NVML's PCIe throughput "KB/s" are KiB/s, as nvidia-smi dmon and nvitop read them.
 
@@ -62,21 +66,53 @@ _FIELDS: Mapping[int, tuple[str, Callable[[float], Any]]] = {
 _NVLINK_FIELDS: Mapping[int, str] = {38: "crc_flit", 45: "crc_data", 52: "replay", 59: "recovery"}
 """NVLink error totals over all links (``NVML_FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL``), keyed as in readings."""
 
-_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
-"""``nvmlValue_t`` union members indexed by ``nvmlValueType_t``."""
-
 _field_limiter = LogLimiter(_logger)
 
-_member = object.__getattribute__
-"""Reads a field of a pynvml structure as ctypes does. pynvml's own ``__getattribute__``, a Python function run on
-every field read to decode byte strings, was a third of a GPU's read; the field-value entries hold numbers only."""
+
+@dataclass(frozen=True)
+class _EntryLayout:
+    """Where a field-value entry holds its return code, value type and value, read for every entry in one pass.
+
+    Reading each entry through its ctypes structure (pynvml decodes every field read in a Python
+    ``__getattribute__``) cost two thirds of a GPU's field-value read; the offsets and union members here are those
+    pynvml declares (``c_nvmlFieldValue_t``, ``c_nvmlValue_t``), so the values are the same.
+    """
+
+    record: struct.Struct
+    code: int
+    type: int
+    value: int
+    """Positions of the return code, value type and value bytes in an unpacked record."""
+    members: tuple[struct.Struct, ...]
+    """How to read the value of each ``nvmlValueType_t`` (the union's members in pynvml's order)."""
+
+    def entries(self, answers: Any) -> Iterator[tuple[Any, ...]]:
+        """The unpacked records of a ``c_nvmlFieldValue_t`` array, in order."""
+        return self.record.iter_unpack(memoryview(answers).cast("B"))
+
+
+@functools.lru_cache(maxsize=4)
+def _layout(entry: Any) -> _EntryLayout:
+    names = ("nvmlReturn", "valueType", "value")
+    placed = sorted((getattr(entry, name).offset, getattr(entry, name).size, name) for name in names)
+    parts, at = ["="], 0
+    for offset, size, name in placed:
+        parts.append(f"{offset - at}x{'I' if name != 'value' else f'{size}s'}")
+        at = offset + size
+    parts.append(f"{ctypes.sizeof(entry) - at}x")
+    order = [name for _, _, name in placed]
+    union = dict(entry._fields_)["value"]
+    members = tuple(struct.Struct("@" + member._type_) for _, member in union._fields_)
+    code, value_type, value = (order.index(name) for name in names)
+    return _EntryLayout(struct.Struct("".join(parts)), code, value_type, value, members)
 
 
 def decode_clock_event_reasons(mask: int) -> frozenset[str]:
     """Name the bits of a clock event reason mask; a bit this table does not know is kept as ``unknown_0x...``."""
     names = {name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit}
-    unknown = mask & ~sum(CLOCK_EVENT_REASONS)
-    names.update(f"unknown_{1 << bit:#x}" for bit in range(64) if unknown >> bit & 1)
+    unknown = mask & ~_KNOWN_CLOCK_EVENT_BITS
+    if unknown:
+        names.update(f"unknown_{1 << bit:#x}" for bit in range(unknown.bit_length()) if unknown >> bit & 1)
     return frozenset(names)
 
 
@@ -95,7 +131,8 @@ class DeviceState:
     status: DeviceStatus = DeviceStatus.OK
 
 
-Reader = Callable[[Any, DeviceState], dict[str, Any]]
+Reader = Callable[[Any, DeviceState, dict[str, Any]], None]
+"""Reads one NVML call's values into a reading's fields (given as a dict); an ``NVMLError`` says why not."""
 
 
 def _scalar(
@@ -108,29 +145,29 @@ def _scalar(
 ) -> tuple[str, Reader]:
     """A reader of one number: ``pynvml.<function>(handle[, pynvml.<argument>]) * scale``."""
 
-    def read(nvml: Any, device: DeviceState) -> dict[str, Any]:
+    def read(nvml: Any, device: DeviceState, values: dict[str, Any]) -> None:
         args = (device.handle,) if argument is None else (device.handle, getattr(nvml, argument))
-        return {attribute: convert(getattr(nvml, function)(*args) * scale)}
+        values[attribute] = convert(getattr(nvml, function)(*args) * scale)
 
     return (function if argument is None else f"{function}({argument})"), read
 
 
-def _utilization(nvml: Any, device: DeviceState) -> dict[str, Any]:
+def _utilization(nvml: Any, device: DeviceState, values: dict[str, Any]) -> None:
     rates = nvml.nvmlDeviceGetUtilizationRates(device.handle)
-    return {"utilization": rates.gpu / 100, "memory_utilization": rates.memory / 100}
+    values["utilization"], values["memory_utilization"] = rates.gpu / 100, rates.memory / 100
 
 
-def _memory(nvml: Any, device: DeviceState) -> dict[str, Any]:
+def _memory(nvml: Any, device: DeviceState, values: dict[str, Any]) -> None:
     memory = nvml.nvmlDeviceGetMemoryInfo(device.handle)
-    return {"memory_used_bytes": int(memory.used), "memory_total_bytes": int(memory.total)}
+    values["memory_used_bytes"], values["memory_total_bytes"] = int(memory.used), int(memory.total)
 
 
-def _clock_event_reasons(nvml: Any, device: DeviceState) -> dict[str, Any]:
+def _clock_event_reasons(nvml: Any, device: DeviceState, values: dict[str, Any]) -> None:
     mask = nvml.nvmlDeviceGetCurrentClocksEventReasons(device.handle)
-    return {"clock_event_reasons": decode_clock_event_reasons(int(mask))}
+    values["clock_event_reasons"] = decode_clock_event_reasons(int(mask))
 
 
-def _field_values(nvml: Any, device: DeviceState) -> dict[str, Any]:
+def _field_values(nvml: Any, device: DeviceState, values: dict[str, Any]) -> None:
     """One batched read of the counters in ``_FIELDS``/``_NVLINK_FIELDS`` the device has not refused.
 
     Each entry carries its own return code: a capability code, or INVALID_ARGUMENT from a driver older than the
@@ -138,14 +175,14 @@ def _field_values(nvml: Any, device: DeviceState) -> dict[str, Any]:
     skips that entry this sweep.
     """
     if not device.field_ids:
-        return {}
-    values: dict[str, Any] = {}
+        return
     nvlink: dict[str, int] = {}
     asked = list(device.field_ids)
     # (id, scope) pairs: pynvml takes a bare id only after a TypeError per entry. The answers come in the order asked.
     answers = nvml.nvmlDeviceGetFieldValues(device.handle, [(field_id, 0) for field_id in asked])
-    for field_id, entry in zip(asked, answers, strict=True):
-        code = _member(entry, "nvmlReturn")
+    layout = _layout(type(answers)._type_)
+    for field_id, entry in zip(asked, layout.entries(answers), strict=True):
+        code, value_type, value = entry[layout.code], entry[layout.type], entry[layout.value]
         if code in CAPABILITY_CODES or code == INVALID_ARGUMENT:
             device.field_ids.remove(field_id)
             continue
@@ -156,7 +193,7 @@ def _field_values(nvml: Any, device: DeviceState) -> dict[str, Any]:
                 "NVML GPU %s: field %d failed: %s", device.identity.id, field_id, nvml.NVMLError(code)
             )
             continue
-        number = getattr(_member(entry, "value"), _VALUE_MEMBERS[_member(entry, "valueType")])
+        (number,) = layout.members[value_type].unpack_from(value)
         if field_id in _NVLINK_FIELDS:
             nvlink[_NVLINK_FIELDS[field_id]] = int(number)
         else:
@@ -164,7 +201,6 @@ def _field_values(nvml: Any, device: DeviceState) -> dict[str, Any]:
             values[attribute] = convert(number)
     if nvlink:
         values["nvlink_errors"] = nvlink
-    return values
 
 
 READERS: tuple[tuple[str, Reader], ...] = (
