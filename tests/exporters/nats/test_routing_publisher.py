@@ -266,3 +266,22 @@ async def test_a_stalled_server_never_makes_two_messages_share_a_seq(nats_server
     finally:
         publisher.stop()
         await nc.close()
+
+
+async def test_the_publisher_answers_the_servers_pings_and_stays_connected(tmp_path, eventually) -> None:
+    """A server that pings every 100 ms and drops a client after two unanswered pings keeps the publisher."""
+    config = tmp_path / "ping.conf"
+    config.write_text('ping_interval: "100ms"\nping_max: 2\n')
+    with EmbeddedNatsServer(extra_args=["-c", str(config)]) as server:
+        publisher = make_publisher(server.url)
+        nc, sink = await subscribe(server.url)
+        publisher.start()
+        try:
+            await eventually(lambda: publisher.stats.connected)
+            await asyncio.sleep(1.5)  # fifteen pings
+            publisher.offer(step(waiting=7))
+            await eventually(lambda: any(m.num_requests_waiting == 7 for m in sink.steps()))
+            assert (publisher.stats.errors, publisher.stats.reconnects) == (0, 0)
+        finally:
+            publisher.stop()
+            await nc.close()
