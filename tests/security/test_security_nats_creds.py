@@ -5,6 +5,7 @@ credential from an untrusted account is refused without blocking; the seed never
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -78,8 +79,10 @@ def operator(tmp_path: Path) -> Iterator[Operator]:
 
 
 def make_publisher(operator: Operator, creds: Path) -> RoutingPublisher:
-    settings = Settings.from_env({**operator.env(creds), "EAGLEEYE_HEARTBEAT_INTERVAL": "60"})
-    return RoutingPublisher(nats_settings=settings.nats, routing=settings.routing, client_name="test-vllm")
+    settings = Settings.from_env(operator.env(creds))
+    # A 60 s heartbeat: a router that joins late can only learn the state from the snapshot replies.
+    routing = dataclasses.replace(settings.routing, heartbeat_interval=60.0)
+    return RoutingPublisher(nats_settings=settings.nats, routing=routing, client_name="test-vllm")
 
 
 async def test_publisher_and_router_with_their_creds_files(
