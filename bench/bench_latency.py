@@ -1,4 +1,4 @@
-"""Step-to-router latency over loopback NATS, 100 instances x 50 steps/s, beside a nats-py floor and a scrape router.
+"""Step-to-router latency over loopback NATS, 100 instances x 50 steps/s, beside a raw-PUB floor and a scrape router.
 
 Push: a real nats-server; publisher processes, each running a share of the instances, every instance a real
 ``RoutingPublisher`` fed by the plugin's own ``RoutingRecorder`` from a simulated engine loop (steps evenly staggered
@@ -9,9 +9,10 @@ after the warm-up. CPU: the router's event-loop thread CPU clock per message rec
 benchmark's own latency probe, printed beside it); the publisher processes' threads other than the simulated
 engine loop, summed from each thread's CPU clock, per message sent; the engine loop's own thread per step.
 
-Floor (**baseline**), in the same run at the same rate: the same publisher processes, but each instance a bare
-nats-py connection that ``publish``es a message stamped just before, and a bare nats-py subscriber callback; the
-ratios push / floor are printed. Then the scrape baseline (see _scrape.py): age of the data when the router has
+Floor (**baseline**), in the same run at the same rate: the same publisher processes and pacing, but each instance
+a plain TCP connection to nats-server on which the engine loop itself writes a ``PUB`` frame stamped just before
+(no thread, no event loop, no client library), and a bare nats-py subscriber callback; the ratios push / floor
+are printed. Then the scrape baseline (see _scrape.py): age of the data when the router has
 parsed it. Run: ``.venv/bin/python bench/bench_latency.py --help``.
 """
 
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -119,7 +121,7 @@ async def _serve_until_stop(arrivals: _Arrivals) -> float:
     return time.thread_time() - cpu0
 
 
-async def router(url: str, coalesce_ms: float | None) -> None:
+async def router(url: str, coalesce_ms: float) -> None:
     """A real RouterClient on its own delivery path; latency = when its ingest returned minus the step's timestamp."""
     from eagleeye_otel.routing import RouterClient
     from eagleeye_otel.routing._inline import Ingest, InlineDeliveryClient
@@ -137,9 +139,7 @@ async def router(url: str, coalesce_ms: float | None) -> None:
     async def on_error(error: Exception) -> None:
         errors.append(type(error).__name__)  # SlowConsumerError here means messages dropped by nats-py
 
-    nc = ProbedClient()
-    if coalesce_ms is not None:
-        nc.coalesce_s = coalesce_ms / 1e3
+    nc = ProbedClient(coalesce_s=(coalesce_ms or 0.0) / 1e3)  # what RouterClient(coalesce_reads=...) opens
     await nc.connect(servers=[url], name="bench-router", error_cb=on_error)
     client = RouterClient(nc=nc)
     await client.start()
@@ -265,22 +265,20 @@ def _publisher_threads_cpu_s(before: dict[int, tuple[str, int]], after: dict[int
 
 
 def floor_publishers(url: str, proc: int, procs: int, instances: int, rate: float) -> None:
-    """The floor's sending end: a bare nats-py connection per instance, ``publish`` at each step's due time."""
-    asyncio.run(_floor_publish(url, list(range(proc, instances, procs)), instances, rate))
-
-
-async def _floor_publish(url: str, mine: list[int], instances: int, rate: float) -> None:
+    """The floor's sending end: per instance a plain TCP connection to nats-server, and the simulated engine loop
+    itself writes each step's ``PUB`` frame (the message stamped just before) with one ``send``: no thread, no
+    event loop, no client library; the NATS protocol's least."""
     import msgspec
-    import nats
 
     from eagleeye_otel.routing import RoutingMessage
     from eagleeye_otel.semconv import DEFAULT_ROUTING_SUBJECT
 
-    conns = [await nats.connect(url, name=f"bench-floor-pub-{g}") for g in mine]
-    print(f"READY {len(conns)}", flush=True)
-    loop = asyncio.get_running_loop()
-    t0, t_end = (float(x) for x in (await loop.run_in_executor(None, sys.stdin.readline)).split()[1:3])
-    encode, started = msgspec.json.Encoder().encode, time.time()
+    mine = list(range(proc, instances, procs))
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    socks = [_raw_nats_connection(host, int(port)) for _ in mine]
+    print(f"READY {len(socks)}", flush=True)
+    t0, t_end = (float(x) for x in sys.stdin.readline().split()[1:3])
+    encode, started, subject = msgspec.json.Encoder().encode, time.time(), DEFAULT_ROUTING_SUBJECT.encode()
     period = 1.0 / rate
     offsets = [g / instances * period for g in mine]
     mono0 = time.monotonic() + (t0 - time.time())
@@ -288,11 +286,12 @@ async def _floor_publish(url: str, mine: list[int], instances: int, rate: float)
     late = array("d")
     cpu0, k, sent = time.process_time(), 0, 0
     while mono0 + k * period < mono_end:
-        for g, offset, nc in zip(mine, offsets, conns, strict=True):
+        for g, offset, sock in zip(mine, offsets, socks, strict=True):
             delay = mono0 + k * period + offset - time.monotonic()
-            if delay <= 0:
+            if delay > 0:
+                time.sleep(delay)
+            else:
                 late.append(-delay)
-            await asyncio.sleep(max(0.0, delay))  # also when late: nats-py's flusher task must get to write
             message = RoutingMessage(
                 version=1,
                 instance=f"bench-{g:04d}",
@@ -305,22 +304,38 @@ async def _floor_publish(url: str, mine: list[int], instances: int, rate: float)
                 kv_cache_usage=0.6,
                 started=started,
             )
-            await nc.publish(DEFAULT_ROUTING_SUBJECT, encode(message))
+            payload = encode(message)
+            sock.sendall(b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload))
             sent += 1
         k += 1
-    await asyncio.sleep(0.5)
     cpu_s = time.process_time() - cpu0
-    for nc in conns:
-        await nc.close()
+    time.sleep(0.5)
+    for sock in socks:
+        sock.close()
     totals: dict[str, Any] = {"offered": sent, "published": sent, "coalesced": 0, "dropped": 0, "heartbeats": 0}
     totals |= {
         "errors": 0,
-        "connected": len(conns),
+        "connected": len(socks),
         "late_steps": len(late),
         "late_max_ms": max(late, default=0.0) * 1e3,
     }
     totals |= {"loop_cpu_us_per_step": cpu_s * 1e6 / max(1, sent), "pub_cpu_us_per_msg": 0.0, "pub_threads_cpu_s": {}}
     print("RESULT " + json.dumps(totals), flush=True)
+
+
+def _raw_nats_connection(host: str, port: int) -> socket.socket:
+    """A NATS connection by hand: read INFO, send CONNECT, and wait for the PONG that confirms it."""
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.recv(65536)  # INFO
+    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"bench-floor"}\r\nPING\r\n')
+    data = b""
+    while b"PONG" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("nats-server closed the connection")
+        data += chunk
+    return sock
 
 
 # -- orchestration -------------------------------------------------------------------------------------------
@@ -373,8 +388,7 @@ def push_phase(args: argparse.Namespace, sub_role: str = "router", pub_role: str
     children: list[Child] = []
     with EmbeddedNatsServer() as server:
         try:
-            coalesce = [] if args.coalesce_ms is None else ["--coalesce-ms", str(args.coalesce_ms)]
-            router_proc = Child("--role", sub_role, "--url", server.url, *coalesce)
+            router_proc = Child("--role", sub_role, "--url", server.url, "--coalesce-ms", str(args.coalesce_ms))
             children.append(router_proc)
             router_proc.expect("READY", 60)
             common = ["--url", server.url, "--procs", str(args.procs), "--instances", str(args.instances)]
@@ -439,7 +453,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-scrape", action="store_true")
     p.add_argument("--max-quiet-wait", type=float, default=60.0)
     p.add_argument("--no-floor", action="store_true", help="skip the bare nats-py floor")
-    p.add_argument("--coalesce-ms", type=float, help="RouterClient's read coalescing window (default: its own)")
+    p.add_argument("--coalesce-ms", type=float, default=0.0, help="RouterClient(coalesce_reads=...) in ms (0: off)")
     p.add_argument("--role", choices=("router", "pub", "floor-sub", "floor-pub"), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--proc", type=int, default=0, help=argparse.SUPPRESS)
@@ -464,7 +478,7 @@ def report(reps: list[dict[str, Any]], args: argparse.Namespace) -> None:
     rows = [_row(f"push: step -> RouterClient ingest done ({args.instances} x {args.rate:g}/s)", push, target)]
     if not args.no_floor:
         floor = aggregate([r["floor"]["router"]["latency_ms"] for r in reps])
-        rows.append(_row("floor: bare nats-py publish -> nats-py callback (same rate)", floor, "baseline"))
+        rows.append(_row("floor: raw PUB frame -> bare nats-py callback (same rate)", floor, "baseline"))
     if not args.no_scrape:
         for label, key in (("scrape: age of data when parsed", "age_ms"), ("scrape: GET + parse", "fetch_parse_ms")):
             agg = aggregate([r["scrape"][key] for r in reps])
@@ -508,7 +522,7 @@ def report(reps: list[dict[str, Any]], args: argparse.Namespace) -> None:
     heads = ["rep", f"router CPU µs/msg (target <= {TARGET_ROUTER_US_PER_MSG:g})", "of which latency probe"]
     heads += ["msgs per read", "publisher threads CPU µs/msg", "engine-sim loop CPU µs/step"]
     if not args.no_floor:
-        heads += ["floor: nats-py subscriber CPU µs/msg", "floor: nats-py publisher process CPU µs/msg"]
+        heads += ["floor: nats-py subscriber CPU µs/msg", "floor: raw publisher loop CPU µs/msg"]
     print_table(heads, cpu_rows, "CPU per message (thread CPU clocks; the router's is its event-loop thread's)")
     if not args.no_scrape:
         scrape_rows = [

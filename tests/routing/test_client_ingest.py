@@ -358,6 +358,8 @@ def test_received_is_the_sum_of_outcomes(client: RouterClient) -> None:
         ({"stale_after": math.nan}, "stale_after"),
         ({"stale_after": math.inf}, "stale_after"),
         ({"max_instances": 0}, "max_instances"),
+        ({"coalesce_reads": -0.001}, "coalesce_reads"),
+        ({"coalesce_reads": 2.0}, "coalesce_reads"),
         ({"subject": ""}, "subject"),
         ({"subject": "a b"}, "subject"),
         ({"subject": "x", "snapshot_subject": "x"}, "snapshot_subject"),

@@ -177,3 +177,24 @@ async def test_a_router_client_ingests_inline_on_its_own_connection(
         state = client.get(INSTANCE)
         assert state is not None and state.message.seq == 3
         assert client.stats.accepted == 3 and client.stats.invalid == 1
+
+
+async def test_coalesced_reads_deliver_every_message_in_order(
+    nats_server: EmbeddedNatsServer, sender: Client, eventually: Callable[..., Awaitable[None]]
+) -> None:
+    settings = NatsSettings(servers=(nats_server.url,))
+    snapshot = f"{SUBJECT}.snapshot"
+    async with RouterClient(
+        nats_settings=settings, subject=SUBJECT, snapshot_subject=snapshot, coalesce_reads=0.05
+    ) as client:
+        connection = client._nc
+        assert isinstance(connection, InlineDeliveryClient) and connection.coalesce_s == 0.05
+        for seq in range(1, 301):
+            await sender.publish(SUBJECT, msgspec.json.encode(msgspec.structs.replace(step(), seq=seq)))
+            if seq % 50 == 0:
+                await flush(sender)  # spread over several reads, so that reading pauses between them
+
+        await eventually(lambda: client.stats.received == 300)
+        state = client.get(INSTANCE)
+        assert state is not None and state.message.seq == 300
+        assert (client.stats.accepted, client.stats.out_of_order) == (300, 0)
