@@ -75,8 +75,9 @@ class SweepExport:
             return self._exporter.export_encoded(payload, self._interval_s * 1e3) is MetricExportResult.SUCCESS
 
     def stop(self, deadline_s: float = 5.0) -> None:
-        """Stop the thread, export once more and close the connection, within ``deadline_s``; in a fork, nothing."""
-        if self._fork.in_child:
+        """Stop the thread, export once more and close the connection, within ``deadline_s``; only the first call
+        does anything, and in a fork nothing."""
+        if self._fork.in_child or self._stop.is_set():
             return
         began = time.monotonic()
         self._stop.set()

@@ -37,7 +37,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from eagleeye_otel.receivers.hardware._instruments import HARDWARE_METER_NAME
 from eagleeye_otel.receivers.hardware._model import Sweep
-from eagleeye_otel.receivers.hardware._points import Attributes, HardwarePoints
+from eagleeye_otel.receivers.hardware._points import HardwarePoints
+from eagleeye_otel.receivers.hardware._series import Attributes
 from eagleeye_otel.semconv import _hardware as hw
 from eagleeye_otel.version import __version__
 

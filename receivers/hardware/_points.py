@@ -7,47 +7,42 @@ callbacks (Prometheus, ``--once``, the diagnosis's snapshot) and the NATS batch 
 (:mod:`._otlp`), so the two cannot disagree on a point. A device that did not answer (lost, reset required, error,
 hung) reports its ``hw.status``, its ``eagleeye.hw.read.status`` and its Xid counts with its identity, and no values.
 
-A series' attributes are built once and handed out again every sweep (the same mapping object), because building
-them per point was most of what a collection cost: a device's identity merged with a point's own attributes, and
-for ``hw.status`` its description (see :mod:`eagleeye_otel.semconv._hardware`).
+Each point's attributes come from its device's :class:`~eagleeye_otel.receivers.hardware._series.Series`: built
+once per series and handed out again every sweep.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
 from eagleeye_otel.log_limiter import LogLimiter
 from eagleeye_otel.receivers.hardware._model import (
-    DeviceIdentity,
     DeviceStatus,
     GpuReading,
     KernelEventKind,
     NpuReading,
     Sweep,
 )
+from eagleeye_otel.receivers.hardware._series import (
+    NODE_SERIES,
+    Own,
+    Point,
+    Series,
+    as_own,
+    described_series,
+    device_series,
+)
 from eagleeye_otel.semconv import _hardware as hw
 
-__all__ = ["Attributes", "HardwarePoints", "Point", "gpu_state", "npu_state"]
+__all__ = ["HardwarePoints", "gpu_state", "npu_state"]
 
 _logger = logging.getLogger(__name__)
-
-Attributes = Mapping[str, AttributeValue]
-"""A series' attributes; the same object every sweep for the same series. Read-only."""
-Point = tuple[int | float, Attributes]
-
-_Own = tuple[tuple[str, AttributeValue], ...]
-"""A point's own attributes (besides its device's), hashable: the key of its series within the device."""
-
-_MAX_SERIES_PER_DEVICE: Final = 4096
-"""Attribute sets kept per device (or for the node); past it they are built again. Xid codes, kernel-log keys and
-unknown clock-event reasons are the only open-ended ones, each bounded by its source."""
 
 
 def gpu_state(reading: GpuReading) -> str:
@@ -82,68 +77,8 @@ _RECOVERY_NONE, _RECOVERY_DRAIN_P2P = 0, 3
 _HEALTH_MINOR, _HEALTH_MAJOR = 1, 2
 
 
-class _Series:
-    """The attribute sets of one device (or of the node): its own attributes merged with each point's, built once."""
-
-    def __init__(self, base: Attributes) -> None:
-        self._base = base
-        self._sets: dict[_Own, Attributes] = {}
-
-        self._groups: dict[tuple[_Own, ...], tuple[Attributes, ...]] = {}
-
-    def __call__(self, own: _Own) -> Attributes:
-        found = self._sets.get(own)
-        if found is None:
-            if len(self._sets) >= _MAX_SERIES_PER_DEVICE:
-                self._sets.clear()
-                self._groups.clear()
-            found = self._sets[own] = {**self._base, **dict(own)}
-        return found
-
-    def group(self, owns: tuple[_Own, ...]) -> tuple[Attributes, ...]:
-        """The attribute sets of a fixed group of points (a metric's fields), in one look-up."""
-        found = self._groups.get(owns)
-        if found is None:
-            found = self._groups[owns] = tuple(map(self, owns))
-        return found
-
-
-_Read = Callable[[Any, _Series], list[Point]]
+_Read = Callable[[Any, Series], list[Point]]
 """A metric's points from one reading (or the sweep), given the series of that device (or the node)."""
-
-
-@functools.lru_cache(maxsize=1024)
-def _identity(identity: DeviceIdentity) -> _Series:
-    """The series of a device, each carrying ``hw.id``, ``hw.name`` and ``hw.type``."""
-    return _Series(
-        {
-            hw.HW_ID: identity.id,
-            hw.HW_NAME: f"{identity.type.upper()} {identity.index}" if identity.index >= 0 else identity.id,
-            hw.HW_TYPE: identity.type,
-        }
-    )
-
-
-@functools.lru_cache(maxsize=1024)
-def _description(identity: DeviceIdentity) -> _Series:
-    """The identity plus what the device is (vendor, model, versions, bus id), for its ``hw.status`` points."""
-    described = {
-        hw.HW_VENDOR: identity.vendor,
-        hw.HW_MODEL: identity.model,
-        hw.HW_SERIAL_NUMBER: identity.serial,
-        hw.HW_DRIVER_VERSION: identity.driver_version,
-        hw.HW_FIRMWARE_VERSION: identity.firmware_version,
-        hw.EAGLEEYE_HW_PCI_BUS_ID: identity.pci_bus_id,
-    }
-    known = {key: value for key, value in described.items() if value is not None}
-    return _Series({**_identity(identity)(()), **known})
-
-
-_NODE_SERIES = _Series({})
-
-
-def _own(attributes: Mapping[str, AttributeValue]) -> _Own:
-    return tuple(attributes.items())
 
 
 class _Fields:
@@ -151,9 +86,9 @@ class _Fields:
 
     def __init__(self, *fields: tuple[str, Mapping[str, AttributeValue]]) -> None:
         self.names = tuple(name for name, _ in fields)
-        self.owns = tuple(_own(attributes) for _, attributes in fields)
+        self.owns = tuple(as_own(attributes) for _, attributes in fields)
 
-    def __call__(self, reading: object, series: _Series) -> list[Point]:
+    def __call__(self, reading: object, series: Series) -> list[Point]:
         points: list[Point] = []
         for name, attributes in zip(self.names, series.group(self.owns), strict=True):
             value = getattr(reading, name)
@@ -166,7 +101,7 @@ def _field(name: str) -> _Fields:
     return _Fields((name, {}))
 
 
-def _keyed(key: str, values: tuple[str, ...]) -> tuple[_Own, ...]:
+def _keyed(key: str, values: tuple[str, ...]) -> tuple[Own, ...]:
     return tuple(((key, value),) for value in values)
 
 
@@ -175,28 +110,28 @@ _READ_STATES = _keyed(hw.EAGLEEYE_HW_READ_STATE, hw.READ_STATES)
 _CLOCK_EVENTS = _keyed(hw.EAGLEEYE_HW_GPU_CLOCK_EVENT_REASON, hw.CLOCK_EVENT_REASONS)
 
 
-def _one_of(values: tuple[str, ...], owns: tuple[_Own, ...], current: str, series: _Series) -> list[Point]:
+def _one_of(values: tuple[str, ...], owns: tuple[Own, ...], current: str, series: Series) -> list[Point]:
     """A state set: 1 for the current value, 0 for each other."""
     return [(int(value == current), attributes) for value, attributes in zip(values, series.group(owns), strict=True)]
 
 
 def _states(state: Callable[[Any], str]) -> _Read:
-    def read(reading: object, series: _Series) -> list[Point]:
+    def read(reading: object, series: Series) -> list[Point]:
         return _one_of(hw.HW_STATES, _HW_STATES, state(reading), series)
 
     return read
 
 
-def _read_status(reading: GpuReading | NpuReading, series: _Series) -> list[Point]:
+def _read_status(reading: GpuReading | NpuReading, series: Series) -> list[Point]:
     return _one_of(hw.READ_STATES, _READ_STATES, reading.status.value, series)
 
 
-def _gpu_memory_utilization(reading: GpuReading, series: _Series) -> list[Point]:
+def _gpu_memory_utilization(reading: GpuReading, series: Series) -> list[Point]:
     used, total = reading.memory_used_bytes, reading.memory_total_bytes
     return [(used / total, series(()))] if used is not None and total else []
 
 
-def _clock_events(reading: GpuReading, series: _Series) -> list[Point]:
+def _clock_events(reading: GpuReading, series: Series) -> list[Point]:
     active = reading.clock_event_reasons
     if active is None:
         return []
@@ -214,61 +149,61 @@ _ecc_volatile = _Fields(
 )
 
 
-def _gpu_errors(reading: GpuReading, series: _Series) -> list[Point]:
+def _gpu_errors(reading: GpuReading, series: Series) -> list[Point]:
     points = _ecc_volatile(reading, series)
     for counter, count in sorted((reading.nvlink_errors or {}).items()):
         points.append((count, series(((hw.ERROR_TYPE, f"nvlink_{counter}"),))))
     return points
 
 
-def _xids(reading: GpuReading, series: _Series) -> list[Point]:
+def _xids(reading: GpuReading, series: Series) -> list[Point]:
     return [
         (count, series(((hw.EAGLEEYE_HW_GPU_XID_CODE, code),))) for code, count in sorted(reading.xid_counts.items())
     ]
 
 
-def _xid_times(reading: GpuReading, series: _Series) -> list[Point]:
+def _xid_times(reading: GpuReading, series: Series) -> list[Point]:
     return [
         (seen, series(((hw.EAGLEEYE_HW_GPU_XID_CODE, code),))) for code, seen in sorted(reading.xid_last_seen.items())
     ]
 
 
-def _npu_error_codes(reading: NpuReading, series: _Series) -> list[Point]:
+def _npu_error_codes(reading: NpuReading, series: Series) -> list[Point]:
     return [
         (1, series(((hw.EAGLEEYE_HW_NPU_ERROR_CODE, f"0x{code:08X}"),))) for code in sorted(set(reading.error_codes))
     ]
 
 
-def _devices(sweep: Sweep, series: _Series) -> list[Point]:
+def _devices(sweep: Sweep, series: Series) -> list[Point]:
     return [
         (len(sweep.gpus), series(((hw.HW_TYPE, hw.HW_TYPE_GPU),))),
         (len(sweep.npus), series(((hw.HW_TYPE, hw.HW_TYPE_NPU),))),
     ]
 
 
-def _kernel_log_key(kind: KernelEventKind, code: str, device: str | None) -> _Own:
-    own: _Own = ((hw.EAGLEEYE_KERNEL_LOG_KIND, kind.value), (hw.EAGLEEYE_KERNEL_LOG_CODE, code))
+def _kernel_log_key(kind: KernelEventKind, code: str, device: str | None) -> Own:
+    own: Own = ((hw.EAGLEEYE_KERNEL_LOG_KIND, kind.value), (hw.EAGLEEYE_KERNEL_LOG_CODE, code))
     return own if device is None else (*own, (hw.EAGLEEYE_KERNEL_LOG_DEVICE, device))
 
 
-def _kernel_log_events(sweep: Sweep, series: _Series) -> list[Point]:
+def _kernel_log_events(sweep: Sweep, series: Series) -> list[Point]:
     summary = sweep.kernel_log
     if summary is None:
         return []
     return [(count, series(_kernel_log_key(*key))) for key, count in summary.counts.items()]
 
 
-def _kernel_log_times(sweep: Sweep, series: _Series) -> list[Point]:
+def _kernel_log_times(sweep: Sweep, series: Series) -> list[Point]:
     summary = sweep.kernel_log
     if summary is None:
         return []
     return [(seen, series(_kernel_log_key(*key))) for key, seen in summary.last_seen.items()]
 
 
-def _sources(sweep: Sweep, series: _Series) -> list[Point]:
+def _sources(sweep: Sweep, series: Series) -> list[Point]:
     points: list[Point] = []
     for source, status in sweep.sources.items():
-        own: _Own = ((hw.EAGLEEYE_HW_SOURCE, source),)
+        own: Own = ((hw.EAGLEEYE_HW_SOURCE, source),)
         if status.cause is not None:
             own = (*own, (hw.ERROR_TYPE, status.cause))
         for value in hw.SOURCE_STATES:
@@ -276,7 +211,7 @@ def _sources(sweep: Sweep, series: _Series) -> list[Point]:
     return points
 
 
-def _kernel_log_uncounted(sweep: Sweep, series: _Series) -> list[Point]:
+def _kernel_log_uncounted(sweep: Sweep, series: Series) -> list[Point]:
     summary = sweep.kernel_log
     if summary is None:
         return []
@@ -374,7 +309,7 @@ class _Plan:
 
     fields: tuple[tuple[int, str], ...]
     """(metric index, reading field), for the metrics read from fields alone."""
-    owns: tuple[_Own, ...]
+    owns: tuple[Own, ...]
     """Each of those fields' own attributes."""
     others: tuple[tuple[int, _Read, bool, bool], ...]
     """(metric index, read, reported by an unread device too, points carry the description)."""
@@ -401,7 +336,7 @@ class HardwarePoints:
 
     def _plan(self, reads: Mapping[str, _Read]) -> _Plan:
         fields: list[tuple[int, str]] = []
-        owns: list[_Own] = []
+        owns: list[Own] = []
         others: list[tuple[int, _Read, bool, bool]] = []
         for index, metric in enumerate(self.metrics):
             read = reads.get(metric.name)
@@ -423,7 +358,7 @@ class HardwarePoints:
                 return last[1]
             points: list[list[Point]] = [[] for _ in self.metrics]
             for index, read in self._node:
-                self._collect(points[index], index, read, sweep, _NODE_SERIES)
+                self._collect(points[index], index, read, sweep, NODE_SERIES)
             for plan, readings in ((self._gpu, sweep.gpus), (self._npu, sweep.npus)):
                 for reading in readings:
                     self._device(points, plan, reading)
@@ -431,7 +366,7 @@ class HardwarePoints:
             return points
 
     def _device(self, points: list[list[Point]], plan: _Plan, reading: GpuReading | NpuReading) -> None:
-        series = _identity(reading.identity)
+        series = device_series(reading.identity)
         ok = reading.status is DeviceStatus.OK
         if ok:
             for (index, name), attributes in zip(plan.fields, series.group(plan.owns), strict=True):
@@ -441,10 +376,10 @@ class HardwarePoints:
         for index, read, always, described in plan.others:
             if ok or always:
                 self._collect(
-                    points[index], index, read, reading, _description(reading.identity) if described else series
+                    points[index], index, read, reading, described_series(reading.identity) if described else series
                 )
 
-    def _collect(self, into: list[Point], index: int, read: _Read, source: object, series: _Series) -> None:
+    def _collect(self, into: list[Point], index: int, read: _Read, source: object, series: Series) -> None:
         try:
             into.extend(read(source, series))
         except Exception:
