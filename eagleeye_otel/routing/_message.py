@@ -61,14 +61,18 @@ class RoutingMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     ]
 
     heartbeat: Annotated[bool, Meta(description="True when no engine step happened since the last message.")] = False
-    last_step_at: Annotated[
-        float,
-        Meta(
-            gt=0,
-            description="Unix time in seconds of the newest real engine step; heartbeats keep it. A router tells a "
-            "hung engine whose API server still heartbeats (old `last_step_at`, requests running) from an idle one.",
-        ),
-    ] | None = None
+    last_step_at: (
+        Annotated[
+            float,
+            Meta(
+                gt=0,
+                description="Unix time in seconds of the newest real engine step; heartbeats keep it. A router "
+                "tells a hung engine whose API server still heartbeats (old `last_step_at`, requests running) from an "
+                "idle one.",
+            ),
+        ]
+        | None
+    ) = None
     endpoint: Annotated[str, _URL, Meta(description="Where to send this instance's requests.")] | None = None
     node: (
         Annotated[
