@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import sys
 import threading
@@ -30,9 +31,11 @@ __all__ = [
     "machine_info",
     "percentile",
     "print_table",
+    "raw_nats_connection",
     "rss_bytes",
     "summarize",
     "thread_cpu_ns",
+    "wait_pong",
     "wait_quiet",
     "write_json",
 ]
@@ -239,3 +242,27 @@ def write_json(name: str, payload: Mapping[str, Any]) -> Path:
     path = OUT_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
     return path
+
+
+# -- NATS by hand: the floors some benchmarks compare with ------------------------------------------------------
+
+
+def raw_nats_connection(url: str, *, name: str = "bench-floor") -> socket.socket:
+    """A NATS connection by hand (``nats://host:port``): read INFO, send CONNECT, wait for the PONG confirming it."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.recv(65536)  # INFO
+    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"%s"}\r\nPING\r\n' % name.encode())
+    wait_pong(sock)
+    return sock
+
+
+def wait_pong(sock: socket.socket) -> None:
+    """Read until the server's PONG (what follows a PING we sent)."""
+    data = b""
+    while b"PONG" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("nats-server closed the connection")
+        data += chunk

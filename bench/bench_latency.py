@@ -26,7 +26,6 @@ import json
 import math
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from _common import (
     fmt,
     machine_info,
     print_table,
+    raw_nats_connection,
     summarize,
     thread_cpu_ns,
     wait_quiet,
@@ -274,8 +274,7 @@ def floor_publishers(url: str, proc: int, procs: int, instances: int, rate: floa
     from eagleeye_otel.semconv import DEFAULT_ROUTING_SUBJECT
 
     mine = list(range(proc, instances, procs))
-    host, port = url.removeprefix("nats://").rsplit(":", 1)
-    socks = [_raw_nats_connection(host, int(port)) for _ in mine]
+    socks = [raw_nats_connection(url) for _ in mine]
     print(f"READY {len(socks)}", flush=True)
     t0, t_end = (float(x) for x in sys.stdin.readline().split()[1:3])
     encode, started, subject = msgspec.json.Encoder().encode, time.time(), DEFAULT_ROUTING_SUBJECT.encode()
@@ -321,21 +320,6 @@ def floor_publishers(url: str, proc: int, procs: int, instances: int, rate: floa
     }
     totals |= {"loop_cpu_us_per_step": cpu_s * 1e6 / max(1, sent), "pub_cpu_us_per_msg": 0.0, "pub_threads_cpu_s": {}}
     print("RESULT " + json.dumps(totals), flush=True)
-
-
-def _raw_nats_connection(host: str, port: int) -> socket.socket:
-    """A NATS connection by hand: read INFO, send CONNECT, and wait for the PONG that confirms it."""
-    sock = socket.create_connection((host, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.recv(65536)  # INFO
-    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"bench-floor"}\r\nPING\r\n')
-    data = b""
-    while b"PONG" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("nats-server closed the connection")
-        data += chunk
-    return sock
 
 
 # -- orchestration -------------------------------------------------------------------------------------------

@@ -22,14 +22,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import OtherLoad, calib_ns_per_iter, fmt, machine_info, print_table, wait_quiet, write_json
+from _common import (
+    OtherLoad,
+    calib_ns_per_iter,
+    fmt,
+    machine_info,
+    print_table,
+    raw_nats_connection,
+    wait_quiet,
+    write_json,
+)
 
 TARGET_US = 30.0
 CASES = ("floor_send", "eagle_eye", "eagle_eye_thread_path", "nats_py_loop")
@@ -71,12 +79,7 @@ def _paced_cpu_s(step: Callable[[int], None], n: int, pace_s: float) -> float:
 def _floor(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     import msgspec
 
-    host, port = url.removeprefix("nats://").rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)))
-    sock.recv(4096)
-    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
-    sock.recv(64)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = raw_nats_connection(url)
     sock.setblocking(False)
     encode = msgspec.json.Encoder().encode
     prefix = b"PUB eagle_eye.routing_metrics "

@@ -29,7 +29,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,17 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from _common import OtherLoad, calib_ns_per_iter, fmt, machine_info, print_table, wait_quiet, write_json
+from _common import (
+    OtherLoad,
+    calib_ns_per_iter,
+    fmt,
+    machine_info,
+    print_table,
+    raw_nats_connection,
+    wait_pong,
+    wait_quiet,
+    write_json,
+)
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.protocol.parser import Parser
@@ -90,12 +99,8 @@ def templates(instances: int) -> list[bytes]:
 
 def flood(url: str, payloads: list[bytes], n: int) -> float:
     """Send ``n`` messages round-robin over the instances as fast as TCP takes them; returns messages/s."""
-    host, port = url.removeprefix("nats://").rsplit(":", 1)
     subject = SUBJECT.encode()
-    with socket.create_connection((host, int(port))) as sock:
-        sock.recv(65536)  # INFO
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
-        _wait_pong(sock)
+    with raw_nats_connection(url, name="bench-flood") as sock:
         start = time.perf_counter()
         sent, seq = 0, 0
         while sent < n:
@@ -108,17 +113,8 @@ def flood(url: str, payloads: list[bytes], n: int) -> float:
             sock.sendall(b"".join(frames))
             sent += len(batch)
         sock.sendall(b"PING\r\n")
-        _wait_pong(sock)
+        wait_pong(sock)
         return n / (time.perf_counter() - start)
-
-
-def _wait_pong(sock: socket.socket) -> None:
-    data = b""
-    while b"PONG" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("nats-server closed the connection")
-        data += chunk
 
 
 # -- subscriber (a separate, pinned process) -------------------------------------------------------------------
